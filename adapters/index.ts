@@ -1,0 +1,35 @@
+import { createHardwareOnlyAdapter } from './hardware-only.ts';
+import { createSimAdapter } from './sim/index.ts';
+import type { TeeAdapter } from './types.ts';
+
+export * from './types.ts';
+
+/** Every backend a manifest may name. Only this module maps names to implementations. */
+export const BACKENDS = ['sim', 'keystone', 'sgx', 'tdx', 'optee'] as const;
+export type BackendName = (typeof BACKENDS)[number];
+export const DEFAULT_BACKEND: BackendName = 'sim';
+
+const factories: Record<BackendName, () => TeeAdapter> = {
+  sim: createSimAdapter,
+  keystone: () => createHardwareOnlyAdapter('keystone', 'a RISC-V board with the Keystone security monitor'),
+  sgx: () => createHardwareOnlyAdapter('sgx', 'an Intel SGX-capable CPU and driver (/dev/sgx_enclave)'),
+  tdx: () => createHardwareOnlyAdapter('tdx', 'an Intel TDX guest (/dev/tdx_guest)'),
+  optee: () => createHardwareOnlyAdapter('optee', 'an OP-TEE board agent'),
+};
+
+const instances = new Map<string, TeeAdapter>();
+
+export function isBackendName(name: string): name is BackendName {
+  return (BACKENDS as readonly string[]).includes(name);
+}
+
+export function getAdapter(backend: string): TeeAdapter {
+  if (!isBackendName(backend))
+    throw new Error(`unknown TEE backend "${backend}"; known: ${BACKENDS.join(', ')}`);
+  let adapter = instances.get(backend);
+  if (!adapter) {
+    adapter = factories[backend]();
+    instances.set(backend, adapter);
+  }
+  return adapter;
+}

@@ -1,0 +1,217 @@
+import { sql } from 'drizzle-orm';
+import { blob, index, integer, primaryKey, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+
+const now = sql`(cast(unixepoch('subsec') * 1000 as integer))`;
+const createdAt = () => integer('created_at', { mode: 'number' }).notNull().default(now);
+
+export const tenants = sqliteTable('tenants', {
+  id: text('id').primaryKey(),
+  name: text('name').notNull().unique(),
+  createdAt: createdAt(),
+});
+
+export const apiTokens = sqliteTable(
+  'api_tokens',
+  {
+    id: text('id').primaryKey(),
+    tenantId: text('tenant_id')
+      .notNull()
+      .references(() => tenants.id),
+    name: text('name').notNull(),
+    /** SHA-256 of the secret part; the secret itself is never stored. */
+    secretHash: text('secret_hash').notNull(),
+    scopes: text('scopes', { mode: 'json' }).$type<string[]>().notNull(),
+    expiresAt: integer('expires_at', { mode: 'number' }),
+    revokedAt: integer('revoked_at', { mode: 'number' }),
+    lastUsedAt: integer('last_used_at', { mode: 'number' }),
+    createdAt: createdAt(),
+  },
+  (t) => [index('api_tokens_tenant').on(t.tenantId)],
+);
+
+/** Content-addressed bytes shared by every gateway and worker through the database itself. */
+export const blobs = sqliteTable('blobs', {
+  digest: text('digest').primaryKey(),
+  size: integer('size', { mode: 'number' }).notNull(),
+  data: blob('data', { mode: 'buffer' }).notNull(),
+  createdAt: createdAt(),
+});
+
+export const functions = sqliteTable(
+  'functions',
+  {
+    id: text('id').primaryKey(),
+    tenantId: text('tenant_id')
+      .notNull()
+      .references(() => tenants.id),
+    name: text('name').notNull(),
+    activeVersionId: text('active_version_id'),
+    createdAt: createdAt(),
+    updatedAt: integer('updated_at', { mode: 'number' }).notNull().default(now),
+  },
+  (t) => [uniqueIndex('functions_name').on(t.name), index('functions_tenant').on(t.tenantId)],
+);
+
+export const functionVersions = sqliteTable(
+  'function_versions',
+  {
+    id: text('id').primaryKey(),
+    functionId: text('function_id')
+      .notNull()
+      .references(() => functions.id, { onDelete: 'cascade' }),
+    version: text('version').notNull(),
+    /** Digest of the uploaded archive, which is also kept as a blob. */
+    bundleDigest: text('bundle_digest').notNull(),
+    /** Digest over the canonical manifest and every file digest: the identity of what runs. */
+    versionDigest: text('version_digest').notNull(),
+    manifest: text('manifest', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex('function_versions_fn_version').on(t.functionId, t.version)],
+);
+
+export const versionFiles = sqliteTable(
+  'version_files',
+  {
+    versionId: text('version_id')
+      .notNull()
+      .references(() => functionVersions.id, { onDelete: 'cascade' }),
+    path: text('path').notNull(),
+    mode: integer('mode', { mode: 'number' }).notNull(),
+    size: integer('size', { mode: 'number' }).notNull(),
+    blobDigest: text('blob_digest')
+      .notNull()
+      .references(() => blobs.digest),
+  },
+  (t) => [primaryKey({ columns: [t.versionId, t.path] })],
+);
+
+export const stages = sqliteTable(
+  'stages',
+  {
+    versionId: text('version_id')
+      .notNull()
+      .references(() => functionVersions.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    backend: text('backend').notNull(),
+    mode: text('mode', { enum: ['oneshot', 'persistent'] }).notNull(),
+    imageDigest: text('image_digest').notNull(),
+    measurementAlg: text('measurement_alg'),
+    measurement: text('measurement'),
+    /** Why no backend measurement was taken at deploy, when none was. */
+    measurementNote: text('measurement_note'),
+    config: text('config', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.versionId, t.name] })],
+);
+
+/** Composite instances and their OCI runtime state. */
+export const instances = sqliteTable(
+  'instances',
+  {
+    cid: text('cid').primaryKey(),
+    tenantId: text('tenant_id').notNull(),
+    functionId: text('function_id').notNull(),
+    versionId: text('version_id')
+      .notNull()
+      .references(() => functionVersions.id),
+    status: text('status', { enum: ['creating', 'created', 'running', 'stopped'] }).notNull(),
+    pid: integer('pid', { mode: 'number' }),
+    hostId: text('host_id').notNull(),
+    bundlePath: text('bundle_path').notNull(),
+    annotations: text('annotations', { mode: 'json' }).$type<Record<string, string>>().notNull().default({}),
+    exitStatus: integer('exit_status', { mode: 'number' }),
+    stopReason: text('stop_reason'),
+    createdAt: createdAt(),
+    startedAt: integer('started_at', { mode: 'number' }),
+    stoppedAt: integer('stopped_at', { mode: 'number' }),
+    lastUsedAt: integer('last_used_at', { mode: 'number' }),
+  },
+  (t) => [
+    index('instances_function').on(t.functionId, t.status),
+    index('instances_host').on(t.hostId, t.status),
+  ],
+);
+
+/** Blocks of enclave ids handed to allocators; ids are never reused, even after a crash. */
+export const eidBlocks = sqliteTable('eid_blocks', {
+  start: integer('start', { mode: 'number' }).primaryKey(),
+  end: integer('end', { mode: 'number' }).notNull(),
+  owner: text('owner').notNull(),
+  createdAt: createdAt(),
+});
+
+export const enclaves = sqliteTable(
+  'enclaves',
+  {
+    eid: integer('eid', { mode: 'number' }).primaryKey(),
+    cid: text('cid').notNull(),
+    stage: text('stage').notNull(),
+    backend: text('backend').notNull(),
+    measurementAlg: text('measurement_alg').notNull(),
+    measurement: text('measurement').notNull(),
+    /** The backend's native evidence binding the enclave's key to its measurement. */
+    nativeEvidence: blob('native_evidence', { mode: 'buffer' }),
+    nativeFormat: text('native_format'),
+    chainHead: text('chain_head'),
+    lastSeq: integer('last_seq', { mode: 'number' }).notNull().default(0),
+    finalCheckpoint: blob('final_checkpoint', { mode: 'buffer' }),
+    createdAt: createdAt(),
+    destroyedAt: integer('destroyed_at', { mode: 'number' }),
+  },
+  (t) => [index('enclaves_cid').on(t.cid)],
+);
+
+export const invocations = sqliteTable(
+  'invocations',
+  {
+    id: text('id').primaryKey(),
+    tenantId: text('tenant_id').notNull(),
+    functionId: text('function_id').notNull(),
+    versionId: text('version_id').notNull(),
+    cid: text('cid'),
+    trigger: text('trigger', { enum: ['http', 'queue', 'cron', 'batch'] }).notNull(),
+    start: text('start', { enum: ['cold', 'warm'] }),
+    status: text('status', { enum: ['running', 'ok', 'error'] }).notNull(),
+    httpStatus: integer('http_status', { mode: 'number' }),
+    error: text('error'),
+    /** Anchor console output for this invocation, bounded. */
+    console: text('console'),
+    timings: text('timings', { mode: 'json' }).$type<Record<string, number>>(),
+    startedAt: integer('started_at', { mode: 'number' }).notNull(),
+    finishedAt: integer('finished_at', { mode: 'number' }),
+  },
+  (t) => [index('invocations_function').on(t.functionId, t.startedAt)],
+);
+
+/** One stage request: its artifacts (inline when small, else a blob digest) and its evidence. */
+export const stageExecutions = sqliteTable(
+  'stage_executions',
+  {
+    id: text('id').primaryKey(),
+    invocationId: text('invocation_id').notNull(),
+    cid: text('cid').notNull(),
+    eid: integer('eid', { mode: 'number' }).notNull(),
+    seq: integer('seq', { mode: 'number' }).notNull(),
+    stage: text('stage').notNull(),
+    backend: text('backend').notNull(),
+    measurement: text('measurement').notNull(),
+    requestDigest: text('request_digest').notNull(),
+    requestInline: blob('request_inline', { mode: 'buffer' }),
+    requestBlob: text('request_blob'),
+    responseDigest: text('response_digest'),
+    responseInline: blob('response_inline', { mode: 'buffer' }),
+    responseBlob: text('response_blob'),
+    log: blob('log', { mode: 'buffer' }),
+    logDigest: text('log_digest'),
+    metadata: text('metadata', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+    exitReason: text('exit_reason').notNull(),
+    exitCode: integer('exit_code', { mode: 'number' }),
+    evidence: blob('evidence', { mode: 'buffer' }),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    index('stage_executions_invocation').on(t.invocationId),
+    uniqueIndex('stage_executions_eid_seq').on(t.eid, t.seq),
+  ],
+);

@@ -1,0 +1,67 @@
+import { resolve } from 'node:path';
+import { z } from 'zod';
+
+const MiB = 1024 * 1024;
+
+const envSchema = z.object({
+  EBCC_HOME: z.string().min(1).default('.ebcc'),
+  EBCC_DB_URL: z
+    .string()
+    .regex(/^(file:|libsql:|https?:|wss?:)/, 'must be a file:, libsql:, http(s): or ws(s): URL')
+    .optional(),
+  EBCC_DB_AUTH_TOKEN: z.string().optional(),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+    .default('redis://127.0.0.1:6379'),
+  EBCC_HOST: z.string().default('127.0.0.1'),
+  EBCC_PORT: z.coerce.number().int().min(0).max(65535).default(8787),
+  EBCC_TLS_CERT: z.string().optional(),
+  EBCC_TLS_KEY: z.string().optional(),
+  EBCC_MAX_BUNDLE_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .max(1024 * MiB)
+    .default(64 * MiB),
+  EBCC_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export interface Config {
+  home: string;
+  dbUrl: string;
+  dbAuthToken: string | undefined;
+  redisUrl: string;
+  host: string;
+  port: number;
+  tls: { cert: string; key: string } | undefined;
+  maxBundleBytes: number;
+  logLevel: z.output<typeof envSchema>['EBCC_LOG_LEVEL'];
+}
+
+export class ConfigError extends Error {}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const detail = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new ConfigError(`invalid environment: ${detail}`);
+  }
+  const e = parsed.data;
+  if (Boolean(e.EBCC_TLS_CERT) !== Boolean(e.EBCC_TLS_KEY)) {
+    throw new ConfigError('invalid environment: EBCC_TLS_CERT and EBCC_TLS_KEY must be given together');
+  }
+  const home = resolve(overrides.home ?? e.EBCC_HOME);
+  return {
+    home,
+    dbUrl: e.EBCC_DB_URL ?? `file:${resolve(home, 'ebcc.db')}`,
+    dbAuthToken: e.EBCC_DB_AUTH_TOKEN,
+    redisUrl: e.REDIS_URL,
+    host: e.EBCC_HOST,
+    port: e.EBCC_PORT,
+    tls: e.EBCC_TLS_CERT && e.EBCC_TLS_KEY ? { cert: e.EBCC_TLS_CERT, key: e.EBCC_TLS_KEY } : undefined,
+    maxBundleBytes: e.EBCC_MAX_BUNDLE_BYTES,
+    logLevel: e.EBCC_LOG_LEVEL,
+    ...overrides,
+  };
+}

@@ -1,0 +1,34 @@
+import { Hono } from 'hono';
+import { requestId } from 'hono/request-id';
+import type { AppEnv, GatewayDeps } from './context.ts';
+import { problemHandlers } from './middleware/problem.ts';
+import { functionRoutes } from './routes/functions.ts';
+import { healthRoutes } from './routes/health.ts';
+import { tokenRoutes } from './routes/tokens.ts';
+
+/** The gateway: one Hono app composed from route modules. */
+export function createApp(deps: GatewayDeps): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  const { onError, notFound } = problemHandlers(deps.logger);
+  app.use(requestId({ headerName: 'X-Request-Id' }));
+  app.use(async (c, next) => {
+    const started = performance.now();
+    await next();
+    deps.logger.info(
+      {
+        requestId: c.get('requestId'),
+        method: c.req.method,
+        path: c.req.path,
+        status: c.res.status,
+        ms: +(performance.now() - started).toFixed(2),
+      },
+      'request',
+    );
+  });
+  app.route('/', healthRoutes(deps));
+  app.route('/v1/functions', functionRoutes(deps));
+  app.route('/v1/tokens', tokenRoutes(deps));
+  app.onError(onError);
+  app.notFound(notFound);
+  return app;
+}

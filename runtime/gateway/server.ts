@@ -1,0 +1,68 @@
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { serve, type ServerType } from '@hono/node-server';
+import { Redis } from 'ioredis';
+import { migrateDatabase, openDatabase } from '../../db/client.ts';
+import type { Config } from '../config.ts';
+import { createLogger, type Logger } from '../log.ts';
+import { createApp } from './app.ts';
+
+export interface RunningGateway {
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Opens the database (migrating it), connects Redis, and serves the gateway over HTTP or HTTPS. */
+export async function startGateway(
+  config: Config,
+  logger: Logger = createLogger(config.logLevel),
+): Promise<RunningGateway> {
+  const database = await openDatabase(config.dbUrl, config.dbAuthToken);
+  await migrateDatabase(database);
+  // Readiness reports Redis; a gateway must still come up and serve deploys while Redis is down.
+  const redis = new Redis(config.redisUrl, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+  });
+  redis.on('error', (error) => logger.debug({ err: error }, 'redis'));
+  redis
+    .connect()
+    .catch((error: Error) =>
+      logger.warn({ redis: config.redisUrl, err: error.message }, 'redis unavailable at start'),
+    );
+  const app = createApp({ database, db: database.db, config, logger, redis });
+  const tls = config.tls
+    ? { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert) }
+    : undefined;
+  const server: ServerType = await new Promise((resolve, reject) => {
+    const s = serve(
+      {
+        fetch: app.fetch,
+        hostname: config.host,
+        port: config.port,
+        ...(tls ? { createServer: createHttpsServer, serverOptions: tls } : {}),
+      },
+      () => resolve(s),
+    );
+    s.once('error', reject);
+  });
+  const { port } = server.address() as AddressInfo;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  const url = `${tls ? 'https' : 'http'}://${host}:${port}`;
+  logger.info(
+    { url, db: database.url.startsWith('file:') ? database.url : '(remote libSQL)' },
+    'gateway listening',
+  );
+  return {
+    url,
+    port,
+    close: async () => {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      redis.disconnect();
+      database.close();
+    },
+  };
+}

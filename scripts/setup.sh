@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what EBCC needs on a fresh Debian 12 machine: Debian packages, then the npm dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debian_packages=(redis-server bubblewrap tini openssl util-linux)
+missing=()
+for pkg in "${debian_packages[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  as_root=()
+  [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+  echo "setup: installing Debian packages: ${missing[*]}"
+  "${as_root[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
