@@ -4,6 +4,9 @@ import type { AppEnv, GatewayDeps } from './context.ts';
 import { problemHandlers } from './middleware/problem.ts';
 import { functionRoutes } from './routes/functions.ts';
 import { healthRoutes } from './routes/health.ts';
+import { instanceRoutes } from './routes/instances.ts';
+import { invocationRoutes } from './routes/invocations.ts';
+import { invokeRoutes } from './routes/invoke.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 
 /** The gateway: one Hono app composed from route modules. */
@@ -28,6 +31,11 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
   app.route('/', healthRoutes(deps));
   app.route('/v1/functions', functionRoutes(deps));
   app.route('/v1/tokens', tokenRoutes(deps));
+  app.route('/v1/instances', instanceRoutes(deps));
+  app.route('/v1/invocations', invocationRoutes(deps));
+  const invoke = invokeRoutes(deps);
+  app.route('/fn', invoke.fn);
+  app.use(invoke.custom);
   app.onError(onError);
   app.notFound(notFound);
   return app;

@@ -1,8 +1,11 @@
 import type { Redis } from 'ioredis';
 import type { Database, Db } from '../../db/client.ts';
 import type { Principal } from '../auth/tokens.ts';
+import type { GroupCommitter } from '../artifacts/group-commit.ts';
 import type { Config } from '../config.ts';
+import type { CompositeManager } from '../lifecycle/manager.ts';
 import type { Logger } from '../log.ts';
+import type { LocalPool } from '../pool/local-pool.ts';
 
 export interface GatewayDeps {
   database: Database;
@@ -10,6 +13,9 @@ export interface GatewayDeps {
   config: Config;
   logger: Logger;
   redis: Redis;
+  committer: GroupCommitter;
+  manager: CompositeManager;
+  pool: LocalPool;
 }
 
 export interface AppEnv {

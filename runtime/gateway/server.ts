@@ -3,9 +3,16 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { Redis } from 'ioredis';
+import { hostname } from 'node:os';
 import { migrateDatabase, openDatabase } from '../../db/client.ts';
+import { ProcessAnchorExecutor } from '../anchor/process-executor.ts';
+import { GroupCommitter } from '../artifacts/group-commit.ts';
+import { CompositeManager } from '../lifecycle/manager.ts';
+import { LocalPool } from '../pool/local-pool.ts';
+import { EidAllocator } from '../stages/eid-allocator.ts';
 import type { Config } from '../config.ts';
 import { createLogger, type Logger } from '../log.ts';
+import { prepareHome } from '../home.ts';
 import { createApp } from './app.ts';
 
 export interface RunningGateway {
@@ -19,8 +26,10 @@ export async function startGateway(
   config: Config,
   logger: Logger = createLogger(config.logLevel),
 ): Promise<RunningGateway> {
+  prepareHome(config.home, config.dbUrl);
   const database = await openDatabase(config.dbUrl, config.dbAuthToken);
   await migrateDatabase(database);
+  prepareHome(config.home, config.dbUrl);
   // Readiness reports Redis; a gateway must still come up and serve deploys while Redis is down.
   const redis = new Redis(config.redisUrl, {
     lazyConnect: true,
@@ -33,7 +42,20 @@ export async function startGateway(
     .catch((error: Error) =>
       logger.warn({ redis: config.redisUrl, err: error.message }, 'redis unavailable at start'),
     );
-  const app = createApp({ database, db: database.db, config, logger, redis });
+  const committer = new GroupCommitter(database.db);
+  const hostId = process.env.EBCC_NODE_ID ?? hostname();
+  const manager = new CompositeManager({
+    db: database.db,
+    committer,
+    eids: new EidAllocator(database.db, `${hostId}:${process.pid}`),
+    executor: new ProcessAnchorExecutor(),
+    home: config.home,
+    hostId,
+    logger,
+  });
+  await manager.reconcile();
+  const pool = new LocalPool(manager);
+  const app = createApp({ database, db: database.db, config, logger, redis, committer, manager, pool });
   const tls = config.tls
     ? { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert) }
     : undefined;
@@ -60,7 +82,11 @@ export async function startGateway(
     url,
     port,
     close: async () => {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      pool.close();
+      await manager.shutdown();
+      await closed;
+      await committer.close();
       redis.disconnect();
       database.close();
     },

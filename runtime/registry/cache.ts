@@ -22,11 +22,13 @@ export async function materializeVersion(
   const final = join(root, versionDigest.replace(/^sha256:/, ''));
   if (existsSync(final)) return final;
   const staging = `${final}.tmp-${randomBytes(6).toString('hex')}`;
-  await mkdir(staging, { recursive: true, mode: 0o755 });
+  await mkdir(staging, { recursive: true });
+  await chmod(staging, 0o755);
   try {
     for (const file of files) {
       const target = join(staging, file.path);
-      await mkdir(dirname(target), { recursive: true, mode: 0o755 });
+      await mkdir(dirname(target), { recursive: true });
+      await chmod(dirname(target), 0o755);
       await writeFile(target, file.data, { mode: file.mode & 0o111 ? 0o555 : 0o444 });
       await chmod(target, file.mode & 0o111 ? 0o555 : 0o444);
     }

@@ -12,6 +12,8 @@ export function problemResponse(c: Context, problem: Problem): Response {
   const headers: Record<string, string> = { 'content-type': 'application/problem+json' };
   // A refused request may have left part of its body on the wire; the connection cannot be reused.
   if (c.req.raw.body) headers.connection = 'close';
+  if (typeof problem.extensions.retryAfter === 'number')
+    headers['retry-after'] = String(problem.extensions.retryAfter);
   return c.body(JSON.stringify(body), problem.status, headers);
 }
 

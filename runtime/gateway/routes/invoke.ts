@@ -1,0 +1,127 @@
+import type { Context } from 'hono';
+import { Hono } from 'hono';
+import { customRoutes } from '../../../db/queries/invocations.ts';
+import { authenticate, hasScope } from '../../auth/tokens.ts';
+import { invokeInstance } from '../../lifecycle/invoke.ts';
+import { notFound, Problem } from '../../problem.ts';
+import { findFunction, versionById } from '../../../db/queries/functions.ts';
+import { parseManifest } from '../../manifest/index.ts';
+import type { AppEnv, GatewayDeps } from '../context.ts';
+import { problemResponse } from '../middleware/problem.ts';
+
+const MiB = 1024 * 1024;
+export const MAX_INVOKE_BODY_BYTES = 8 * MiB;
+const ROUTE_CACHE_MS = 1_000;
+
+async function readBody(request: Request, max: number): Promise<Uint8Array> {
+  const declared = Number(request.headers.get('content-length') ?? NaN);
+  const tooLarge = () =>
+    new Problem(413, 'request-too-large', 'Content too large', `the request body exceeds ${max} bytes`);
+  if (Number.isFinite(declared) && declared > max) throw tooLarge();
+  if (!request.body) return new Uint8Array(0);
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of request.body as unknown as AsyncIterable<Uint8Array>) {
+    size += chunk.byteLength;
+    if (size > max) throw tooLarge();
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+function routeMatcher(pattern: string): RegExp {
+  const escaped = pattern
+    .split('/')
+    .map((part) =>
+      part === '*' ? '.*' : part.startsWith(':') ? '[^/]+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
+    )
+    .join('/');
+  return new RegExp(`^${escaped}(/.*)?$`);
+}
+
+/** Invocation over HTTP: `/fn/:name/*`, plus the custom routes that active versions declare. */
+export function invokeRoutes(deps: GatewayDeps) {
+  let routes: { name: string; match: RegExp }[] = [];
+  let routesAt = 0;
+  const lookupRoute = async (path: string): Promise<string | undefined> => {
+    if (Date.now() - routesAt > ROUTE_CACHE_MS) {
+      routes = (await customRoutes(deps.db)).map((r) => ({ name: r.name, match: routeMatcher(r.route) }));
+      routesAt = Date.now();
+    }
+    return routes.find((r) => r.match.test(path))?.name;
+  };
+
+  const invoke = async (c: Context<AppEnv>, name: string): Promise<Response> => {
+    const fn = await findFunction(deps.db, name);
+    if (!fn?.activeVersionId) throw notFound(`function "${name}"`);
+    const versionRow = await versionById(deps.db, fn.activeVersionId);
+    const manifest = parseManifest(versionRow!.manifest);
+    const headers = [...c.req.raw.headers].filter(([k]) => k !== 'authorization');
+    if (!manifest.triggers.http.public) {
+      const header = c.req.header('authorization');
+      const bearer = header && /^Bearer\s+(\S+)$/i.exec(header)?.[1];
+      const principal = bearer ? await authenticate(deps.db, bearer) : 'malformed';
+      if (typeof principal === 'string') {
+        throw new Problem(
+          401,
+          'unauthorized',
+          'Unauthorized',
+          `function "${name}" is not public: send an API token with the "invoke" scope`,
+        );
+      }
+      if (principal.tenantId !== fn.tenantId) throw notFound(`function "${name}"`);
+      if (!hasScope(principal, 'invoke')) {
+        throw new Problem(
+          403,
+          'insufficient-scope',
+          'Forbidden',
+          'invoking needs a token with the "invoke" scope',
+          { requiredScope: 'invoke' },
+        );
+      }
+    }
+    const body = await readBody(c.req.raw, MAX_INVOKE_BODY_BYTES);
+    const lease = await deps.pool.acquire(fn.tenantId, fn.name, fn.activeVersionId, manifest.pool);
+    try {
+      const result = await invokeInstance(
+        deps.committer,
+        lease.instance,
+        { method: c.req.method, url: c.req.url, headers, body },
+        { trigger: 'http', start: lease.start, acquireMs: lease.acquireMs },
+      );
+      const trace: Record<string, string> = {
+        'x-ebcc-invocation': result.invocationId,
+        'x-ebcc-cid': lease.instance.cid,
+        'x-ebcc-start': lease.start,
+        'x-ebcc-eids': result.executions.map((x) => `${x.stage}=${x.eid}`).join(', '),
+      };
+      if (result.problem) {
+        const response = problemResponse(c, result.problem);
+        for (const [k, v] of Object.entries(trace)) response.headers.set(k, v);
+        return response;
+      }
+      const response = new Response(
+        result.status === 204 || result.status === 304 ? null : new Uint8Array(result.body),
+        {
+          status: result.status,
+          headers: result.headers,
+        },
+      );
+      for (const [k, v] of Object.entries(trace)) response.headers.set(k, v);
+      return response;
+    } finally {
+      lease.release();
+    }
+  };
+
+  return {
+    fn: new Hono<AppEnv>()
+      .all('/:name/*', (c) => invoke(c, c.req.param('name')))
+      .all('/:name', (c) => invoke(c, c.req.param('name'))),
+    custom: async (c: Context<AppEnv>, next: () => Promise<void>) => {
+      const name = await lookupRoute(c.req.path);
+      if (!name) return next();
+      return invoke(c, name);
+    },
+  };
+}
