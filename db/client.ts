@@ -5,6 +5,7 @@ import { createClient, type Client } from '@libsql/client';
 import { drizzle, type LibSQLDatabase } from 'drizzle-orm/libsql';
 import { migrate } from 'drizzle-orm/libsql/migrator';
 import * as schema from './schema.ts';
+import { serializeWrites } from './write-serializer.ts';
 
 export type Db = LibSQLDatabase<typeof schema>;
 export interface Database {
@@ -14,6 +15,7 @@ export interface Database {
   close(): void;
 }
 
+const BUSY_TIMEOUT_MS = 10_000;
 const migrationsFolder = resolve(dirname(fileURLToPath(import.meta.url)), 'migrations');
 
 /**
@@ -22,15 +24,14 @@ const migrationsFolder = resolve(dirname(fileURLToPath(import.meta.url)), 'migra
  */
 export async function openDatabase(url: string, authToken?: string): Promise<Database> {
   if (url.startsWith('file:')) mkdirSync(dirname(url.slice('file:'.length)), { recursive: true });
-  const client = createClient({ url, authToken });
-  if (url.startsWith('file:')) {
-    // WAL lets readers proceed during the group commit; busy_timeout lets gateways and workers that
-    // share one file wait for each other's writers instead of failing.
-    await client.execute('PRAGMA journal_mode = WAL');
-    await client.execute('PRAGMA busy_timeout = 10000');
-    await client.execute('PRAGMA synchronous = FULL');
-  }
-  await client.execute('PRAGMA foreign_keys = ON');
+  // The client keeps a pool of connections, so per-connection settings go through its options: the
+  // busy timeout lets writers of different processes wait for each other. libSQL's defaults already
+  // give synchronous=FULL and foreign_keys=ON on every connection.
+  const local = url.startsWith('file:');
+  const pooled = createClient({ url, authToken, timeout: BUSY_TIMEOUT_MS });
+  const client = local ? serializeWrites(pooled) : pooled;
+  // WAL is a property of the file: readers proceed while the group commit writes.
+  if (local) await client.execute('PRAGMA journal_mode = WAL');
   const db = drizzle(client, { schema });
   return { db, client, url, close: () => client.close() };
 }

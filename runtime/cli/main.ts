@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { registerAdminCommands } from './commands/admin.ts';
 import { registerFunctionCommands } from './commands/functions.ts';
+import { registerInstanceCommands } from './commands/instances.ts';
 import { CliError, EXIT } from './errors.ts';
 
 export function buildProgram(): Command {
@@ -16,6 +17,7 @@ export function buildProgram(): Command {
   program.addOption(new Option('--home <dir>', 'data directory (database, caches)').env('EBCC_HOME'));
   registerAdminCommands(program);
   registerFunctionCommands(program);
+  registerInstanceCommands(program);
   program.commands.forEach(function exitOverrideAll(cmd: Command) {
     cmd.exitOverride();
     cmd.commands.forEach(exitOverrideAll);

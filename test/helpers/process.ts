@@ -3,7 +3,10 @@ import { join } from 'node:path';
 import { repoRoot } from './env.ts';
 
 export interface ServerProcess {
+  /** The `ebcc serve` process: the parent of the tini supervisor, which runs the gateway. */
   child: ChildProcess;
+  /** The gateway itself (under tini), the process a crash test kills. */
+  gatewayPid: number;
   url: string;
   output: () => string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -29,19 +32,19 @@ export async function spawnServer(home: string, env: Record<string, string> = {}
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
-  const url = await new Promise<string>((resolve, reject) => {
+  const [url, gatewayPid] = await new Promise<[string, number]>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 20_000);
     const onData = () => {
-      const match = /listening on (\S+)/.exec(out);
+      const match = /listening on (\S+) \(pid (\d+)\)/.exec(out);
       if (match) {
         clearTimeout(timer);
-        resolve(match[1]!);
+        resolve([match[1]!, Number(match[2])]);
       }
     };
     child.stdout!.on('data', onData);
     void exited.then(() => reject(new Error(`server exited early:\n${out}`)));
   });
-  return { child, url, output: () => out, exited };
+  return { child, gatewayPid, url, output: () => out, exited };
 }
 
 /** Runs the `ebcc` CLI as a separate process and collects its output and exit code. */

@@ -1,15 +1,6 @@
 import type { Command } from 'commander';
-import { migrateDatabase, openDatabase, type Database } from '../../../db/client.ts';
-import {
-  ensureTenant,
-  issueToken,
-  listTokens,
-  parseExpiry,
-  revokeToken,
-  scopeList,
-} from '../../auth/tokens.ts';
+import type { Database } from '../../../db/client.ts';
 import { ConfigError, loadConfig, type Config } from '../../config.ts';
-import { startGateway } from '../../gateway/server.ts';
 import { CliError, EXIT } from '../errors.ts';
 import { printJsonOrTable } from '../output.ts';
 
@@ -23,7 +14,11 @@ function configFrom(program: Command, overrides: Partial<Config> = {}): Config {
   }
 }
 
+// Commands import what they need when they run, so that `ebcc --help` and friends start fast.
+const tokens = () => import('../../auth/tokens.ts');
+
 async function withDatabase<T>(config: Config, work: (database: Database) => Promise<T>): Promise<T> {
+  const { migrateDatabase, openDatabase } = await import('../../../db/client.ts');
   let database: Database;
   try {
     database = await openDatabase(config.dbUrl, config.dbAuthToken);
@@ -65,10 +60,17 @@ export function registerAdminCommands(program: Command): void {
       } catch (error) {
         throw new CliError((error as Error).message, EXIT.usage);
       }
+      const { runUnderSupervisor } = await import('../../supervisor.ts');
+      const supervised = await runUnderSupervisor();
+      if (supervised !== null) {
+        process.exitCode = supervised;
+        return;
+      }
+      const { startGateway } = await import('../../gateway/server.ts');
       const gateway = await startGateway(config).catch((error: Error) => {
         throw new CliError(`cannot start the gateway: ${error.message}`, EXIT.unreachable);
       });
-      process.stdout.write(`ebcc gateway listening on ${gateway.url}\n`);
+      process.stdout.write(`ebcc gateway listening on ${gateway.url} (pid ${process.pid})\n`);
       const stop = (signal: string) => {
         process.stdout.write(`ebcc gateway stopping (${signal})\n`);
         gateway.close().then(
@@ -104,6 +106,7 @@ export function registerAdminCommands(program: Command): void {
     .option('--json', 'print JSON')
     .action(
       async (opts: { tenant: string; scopes: string; name: string; expires?: string; json?: boolean }) => {
+        const { ensureTenant, issueToken, parseExpiry, scopeList } = await tokens();
         const scopes = scopeList.safeParse(
           opts.scopes
             .split(',')
@@ -136,6 +139,7 @@ export function registerAdminCommands(program: Command): void {
     .description('list tokens (never their secrets)')
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }) => {
+      const { listTokens } = await tokens();
       const rows = await withDatabase(configFrom(program), ({ db }) => listTokens(db));
       printJsonOrTable(opts.json, rows, ['id', 'tenant', 'name', 'scopes', 'expiresAt', 'revokedAt']);
     });
@@ -143,6 +147,7 @@ export function registerAdminCommands(program: Command): void {
     .command('revoke <id>')
     .description('revoke a token at once')
     .action(async (id: string) => {
+      const { revokeToken } = await tokens();
       const ok = await withDatabase(configFrom(program), ({ db }) => revokeToken(db, id));
       if (!ok) throw new CliError(`no token ${id}`, EXIT.notFound);
       process.stdout.write(`revoked ${id}\n`);

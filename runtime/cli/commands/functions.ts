@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Command } from 'commander';
-import { packDirectory } from '../../bundle/archive.ts';
 import { callGateway, clientOptions, type ClientOptions } from '../client.ts';
 import { CliError, EXIT } from '../errors.ts';
 import { printJsonOrTable } from '../output.ts';
@@ -36,6 +35,7 @@ export function registerFunctionCommands(program: Command): void {
         scratch = await mkdtemp(join(tmpdir(), 'ebcc-pack-'));
         archive = join(scratch, 'bundle.tgz');
         try {
+          const { packDirectory } = await import('../../bundle/archive.ts');
           await packDirectory(source, archive);
         } catch (error) {
           await rm(scratch, { recursive: true, force: true });
