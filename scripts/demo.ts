@@ -65,11 +65,51 @@ async function main(): Promise<void> {
     console.log(`• readiness: ${JSON.stringify(ready)}`);
     console.log('• deploying functions/order-signer by bundle upload:');
     process.stdout.write(await ebcc(['deploy', join(root, 'functions', 'order-signer')], clientEnv));
-    console.log('• deployed functions:');
-    process.stdout.write(await ebcc(['functions'], clientEnv));
-    console.log(
-      '\nInvocation (anchor + sim stage) arrives with issue 3; the gateway does not yet run functions.',
-    );
+    const order = { orderId: 'demo-1', amountCents: 4200, currency: 'EUR', items: [{ sku: 'book', qty: 2 }] };
+    for (const [i, label] of ['cold start', 'warm hit'].entries()) {
+      const data = JSON.stringify({ ...order, orderId: `demo-${i + 1}` });
+      const call = JSON.parse(
+        await ebcc(['invoke', 'order-signer', '--json', '--data', data], clientEnv),
+      ) as {
+        status: number;
+        invocation: string;
+        cid: string;
+        start: string;
+        eids: string;
+        body: string;
+      };
+      console.log(
+        `\n• invocation ${i + 1} (${label}): HTTP ${call.status}, start=${call.start}, instance ${call.cid}`,
+      );
+      console.log(`  response: ${call.body}`);
+      console.log(`  EIDs: ${call.eids}`);
+      const record = JSON.parse(await ebcc(['invocation', call.invocation], clientEnv)) as {
+        id: string;
+        executions: {
+          id: string;
+          stage: string;
+          eid: number;
+          seq: number;
+          request: { digest: string };
+          response: { digest: string };
+          log: { text: string };
+          metadata: { timings: Record<string, number> };
+        }[];
+      };
+      for (const x of record.executions) {
+        console.log(`  stage ${x.stage}: eid ${x.eid} seq ${x.seq}, execution ${x.id}`);
+        console.log(`    request ${x.request.digest}`);
+        console.log(`    response ${x.response.digest}`);
+        console.log(
+          `    log ${JSON.stringify(x.log.text.trim())}; phases (ms) ${JSON.stringify(x.metadata.timings)}`,
+        );
+      }
+      console.log(
+        `  artifacts: ${join(home, 'ebcc.db')}, invocation ${record.id} (ebcc invocation ${record.id})`,
+      );
+    }
+    console.log('\n• instances (ebcc ps):');
+    process.stdout.write(await ebcc(['ps'], clientEnv));
   } finally {
     server.kill('SIGTERM');
     await new Promise((r) => server.once('exit', r));
