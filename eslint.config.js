@@ -2,7 +2,16 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'db/migrations/**', '**/fixtures/**', '.ebcc/**', 'bench/out/**'] },
+  {
+    ignores: [
+      'node_modules/**',
+      'db/migrations/**',
+      '**/fixtures/**',
+      '.ebcc/**',
+      'bench/out/**',
+      'scratch/**',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

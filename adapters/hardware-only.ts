@@ -18,6 +18,6 @@ export function createHardwareOnlyAdapter(backend: string, needs: string): TeeAd
     create: async () => refuse('creating an enclave'),
     run: async () => refuse('running a stage'),
     attest: async () => refuse('attesting an enclave'),
-    destroy: async () => undefined,
+    destroy: async () => ({}),
   };
 }

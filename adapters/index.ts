@@ -9,8 +9,21 @@ export const BACKENDS = ['sim', 'keystone', 'sgx', 'tdx', 'optee'] as const;
 export type BackendName = (typeof BACKENDS)[number];
 export const DEFAULT_BACKEND: BackendName = 'sim';
 
+export interface AdapterConfig {
+  /** Where backends keep their per-installation state (the sim device root, caches). */
+  dataDir: string;
+}
+
+let config: AdapterConfig = { dataDir: '.ebcc' };
+
+/** Sets where backends keep their state; call before the first `getAdapter`. */
+export function configureAdapters(next: AdapterConfig): void {
+  config = next;
+  instances.clear();
+}
+
 const factories: Record<BackendName, () => TeeAdapter> = {
-  sim: createSimAdapter,
+  sim: () => createSimAdapter(config),
   keystone: () => createHardwareOnlyAdapter('keystone', 'a RISC-V board with the Keystone security monitor'),
   sgx: () => createHardwareOnlyAdapter('sgx', 'an Intel SGX-capable CPU and driver (/dev/sgx_enclave)'),
   tdx: () => createHardwareOnlyAdapter('tdx', 'an Intel TDX guest (/dev/tdx_guest)'),
@@ -21,6 +34,14 @@ const instances = new Map<string, TeeAdapter>();
 
 export function isBackendName(name: string): name is BackendName {
   return (BACKENDS as readonly string[]).includes(name);
+}
+
+/** The roots verifiers must trust for each backend that has one on this host. */
+export function trustAnchors(): { backend: string; anchor: Record<string, unknown> }[] {
+  return BACKENDS.flatMap((backend) => {
+    const anchor = getAdapter(backend).trustAnchor?.();
+    return anchor ? [{ backend, anchor }] : [];
+  });
 }
 
 export function getAdapter(backend: string): TeeAdapter {

@@ -56,13 +56,25 @@ export interface EnclaveHandle extends EnclaveIdentity {
   stage: string;
   backend: string;
   measurement: Measurement;
+  /** The enclave's evidence-signing key (raw Ed25519), generated inside it; absent where a backend signs nothing. */
+  publicKey?: Uint8Array;
+}
+
+/** What the runtime knows of an execution and wants bound into its evidence. */
+export interface EvidenceContext {
+  function: string;
+  versionDigest: string;
+  nonce?: Uint8Array;
+  /** SHA-256 of the enclave's native evidence (from `attest`). */
+  nativeEvidenceDigest: Uint8Array;
 }
 
 export interface StageRun {
   request: Uint8Array;
-  /** Sequence number within the enclave (always 0 for oneshot). */
+  /** Sequence number within the enclave, from 1. */
   seq: number;
   signal?: AbortSignal;
+  evidence?: EvidenceContext;
 }
 
 export interface StageExit {
@@ -77,6 +89,10 @@ export interface StageResult {
   response: Uint8Array;
   log: Uint8Array;
   exit: StageExit;
+  /** Signed inside the enclave (COSE_Sign1 EAT), over digests of the bytes the stage really saw. */
+  evidence?: Uint8Array;
+  /** The metadata the enclave signed, exactly as signed. */
+  boundMetadata?: Uint8Array;
 }
 
 export interface NativeEvidence {
@@ -91,7 +107,10 @@ export interface TeeAdapter {
   create(stage: StageImage, identity: EnclaveIdentity): Promise<EnclaveHandle>;
   run(handle: EnclaveHandle, request: StageRun): Promise<StageResult>;
   attest(handle: EnclaveHandle, binding: Uint8Array): Promise<NativeEvidence>;
-  destroy(handle: EnclaveHandle): Promise<void>;
+  /** The root a verifier must trust for this backend's native evidence, if this host has one. */
+  trustAnchor?(): Record<string, unknown> | undefined;
+  /** Tears the enclave down; with `evidence`, first has it sign a final checkpoint closing its chain. */
+  destroy(handle: EnclaveHandle, evidence?: EvidenceContext): Promise<{ checkpoint?: Uint8Array }>;
 }
 
 export class BackendUnavailableError extends Error {

@@ -150,6 +150,8 @@ export const enclaves = sqliteTable(
     backend: text('backend').notNull(),
     measurementAlg: text('measurement_alg').notNull(),
     measurement: text('measurement').notNull(),
+    /** The enclave's own signing key (raw Ed25519), made inside the enclave. */
+    publicKey: blob('public_key', { mode: 'buffer' }),
     /** The backend's native evidence binding the enclave's key to its measurement. */
     nativeEvidence: blob('native_evidence', { mode: 'buffer' }),
     nativeFormat: text('native_format'),
@@ -205,6 +207,8 @@ export const stageExecutions = sqliteTable(
     log: blob('log', { mode: 'buffer' }),
     logDigest: text('log_digest'),
     metadata: text('metadata', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+    /** The metadata the enclave signed (its digest is in the evidence), exactly as it was signed. */
+    boundMetadata: blob('bound_metadata', { mode: 'buffer' }),
     exitReason: text('exit_reason').notNull(),
     exitCode: integer('exit_code', { mode: 'number' }),
     evidence: blob('evidence', { mode: 'buffer' }),

@@ -4,6 +4,7 @@
  * would run it: the `ebcc` CLI in separate processes, talking to a real gateway over loopback.
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { redisAnswers, startPrivateRedis, type PrivateRedis } from './lib/redis-server.ts';
@@ -65,11 +66,21 @@ async function main(): Promise<void> {
     console.log(`• readiness: ${JSON.stringify(ready)}`);
     console.log('• deploying functions/order-signer by bundle upload:');
     process.stdout.write(await ebcc(['deploy', join(root, 'functions', 'order-signer')], clientEnv));
+    // The verifier's trust anchor comes from the operator, out of band; the gateway is not trusted.
+    const anchorFile = join(home, 'trust-anchor.json');
+    await ebcc(['trust', 'export', '--output', anchorFile], env);
+    console.log(
+      `• exported the sim trust anchor (the per-installation software device root) to ${anchorFile}`,
+    );
     const order = { orderId: 'demo-1', amountCents: 4200, currency: 'EUR', items: [{ sku: 'book', qty: 2 }] };
     for (const [i, label] of ['cold start', 'warm hit'].entries()) {
       const data = JSON.stringify({ ...order, orderId: `demo-${i + 1}` });
+      const nonce = randomBytes(16).toString('hex');
       const call = JSON.parse(
-        await ebcc(['invoke', 'order-signer', '--json', '--data', data], clientEnv),
+        await ebcc(
+          ['invoke', 'order-signer', '--json', '--data', data, '--header', `x-ebcc-nonce: ${nonce}`],
+          clientEnv,
+        ),
       ) as {
         status: number;
         invocation: string;
@@ -107,6 +118,13 @@ async function main(): Promise<void> {
       console.log(
         `  artifacts: ${join(home, 'ebcc.db')}, invocation ${record.id} (ebcc invocation ${record.id})`,
       );
+      const bundleFile = join(home, `evidence-${i + 1}.json`);
+      await ebcc(['export', call.invocation, '--output', bundleFile], clientEnv);
+      const verdict = await ebcc(
+        ['verify', bundleFile, '--trust-anchor', anchorFile, '--allow-sim', '--nonce', nonce],
+        { ...env, EBCC_URL: 'http://127.0.0.1:1' },
+      ).catch((error: Error) => `not affirming (${error.message})`);
+      console.log(`  evidence verdict (offline, nonce ${nonce}, sim accepted): ${verdict.trim()}`);
     }
     console.log('\n• instances (ebcc ps):');
     process.stdout.write(await ebcc(['ps'], clientEnv));

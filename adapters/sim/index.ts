@@ -1,15 +1,22 @@
+import { join } from 'node:path';
 import { sandboxSupport } from '../../runtime/sandbox/index.ts';
+import type { AdapterConfig } from '../index.ts';
 import type { EnclaveHandle, TeeAdapter } from '../types.ts';
-import { PersistentEnclave, runOneshot } from './enclave.ts';
 import { measureSimStage } from './measure.ts';
+import { SimSecurityMonitor } from './security-monitor.ts';
+import { ShimEnclave } from './shim-enclave.ts';
+import { shimBundle } from './shim/bundle.ts';
 
 /**
- * The software backend: each enclave is a bubblewrap sandbox. It isolates stages from each other and
- * from the host's users, but a root-level host attacker can read it; evidence says so.
+ * The software backend. Each enclave is a bubblewrap sandbox running the shim, which runs the stage;
+ * a software security monitor signs Keystone-format reports under a per-installation device root. It
+ * isolates stages from each other and from the host's users, but a root-level host attacker can read
+ * it; its evidence says so.
  */
-export function createSimAdapter(): TeeAdapter {
-  const persistent = new Map<number, PersistentEnclave>();
-  const images = new Map<number, Parameters<TeeAdapter['create']>[0]>();
+export function createSimAdapter(config: AdapterConfig): TeeAdapter {
+  const enclaves = new Map<number, ShimEnclave>();
+  const monitor = new SimSecurityMonitor(config.dataDir);
+  const shim = () => shimBundle(join(config.dataDir, 'cache'));
   return {
     backend: 'sim',
     probe: async () => {
@@ -21,32 +28,39 @@ export function createSimAdapter(): TeeAdapter {
       };
     },
     measure: measureSimStage,
+    trustAnchor: () => monitor.trustAnchor(),
     async create(stage, identity) {
+      // The security monitor measures the enclave itself; it never takes the host's word for it.
       const handle: EnclaveHandle = {
         ...identity,
         stage: stage.name,
         backend: 'sim',
         measurement: await measureSimStage(stage),
       };
-      images.set(handle.eid, stage);
-      if (stage.mode === 'persistent') persistent.set(handle.eid, new PersistentEnclave(stage, handle));
+      const enclave = new ShimEnclave(stage, handle, shim());
+      enclaves.set(handle.eid, enclave);
+      try {
+        handle.publicKey = await enclave.publicKey;
+      } catch (error) {
+        enclaves.delete(handle.eid);
+        await enclave.destroy();
+        throw error;
+      }
       return handle;
     },
+    async attest(handle, binding) {
+      return monitor.attest(handle.measurement, binding);
+    },
     async run(handle, request) {
-      const enclave = persistent.get(handle.eid);
-      if (enclave) return enclave.run(request);
-      const image = images.get(handle.eid);
-      if (!image) throw new Error(`sim enclave ${handle.eid} does not exist`);
-      return runOneshot(image, handle, request);
+      const enclave = enclaves.get(handle.eid);
+      if (!enclave) throw new Error(`sim enclave ${handle.eid} does not exist`);
+      return enclave.run(request);
     },
-    attest: async () => {
-      throw new Error('sim native evidence is not implemented yet (the evidence work, issue 4)');
-    },
-    async destroy(handle) {
-      const enclave = persistent.get(handle.eid);
-      persistent.delete(handle.eid);
-      images.delete(handle.eid);
-      await enclave?.destroy();
+    async destroy(handle, evidence) {
+      const enclave = enclaves.get(handle.eid);
+      enclaves.delete(handle.eid);
+      const checkpoint = await enclave?.destroy(evidence);
+      return checkpoint ? { checkpoint } : {};
     },
   };
 }

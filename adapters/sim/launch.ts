@@ -7,7 +7,11 @@ const MiB = 1024 * 1024;
 export const STAGE_ROOT = '/stage';
 /** A persistent enclave's process lives long; its CPU budget is this many times the per-request one. */
 export const PERSISTENT_CPU_FACTOR = 1000;
-const PERSISTENT_WALL_MS = 7 * 24 * 3600 * 1000;
+/** The shim (a Node process) shares the enclave with the stage; it gets this much memory and CPU on top. */
+const SHIM_MEMORY_BYTES = 48 * MiB;
+const SHIM_CPU_MS = 1500;
+/** Per-request time limits are the host's (it kills the enclave); the sandbox only bounds its life. */
+const ENCLAVE_WALL_MS = 7 * 24 * 3600 * 1000;
 
 function command(image: StageImage, memoryMb: number): string[] {
   const entry = `${STAGE_ROOT}/${image.image.entry}`;
@@ -27,7 +31,8 @@ function command(image: StageImage, memoryMb: number): string[] {
 
 /**
  * The sandbox of one sim enclave: only the stage's own files (read-only) plus what its interpreter
- * needs, no network, an unprivileged uid, seccomp, and the stage's limits.
+ * needs, no network, an unprivileged uid, seccomp, and the stage's limits. `argv` is the stage's own
+ * command; the enclave runs it under the shim.
  */
 export function enclaveSandbox(
   image: StageImage,
@@ -58,12 +63,12 @@ export function enclaveSandbox(
       PATH: '/usr/bin:/bin',
     },
     limits: {
-      memoryBytes: limits.memoryMb * MiB,
-      cpuMs: persistent ? limits.cpuMs * PERSISTENT_CPU_FACTOR : limits.cpuMs,
-      wallMs: persistent ? PERSISTENT_WALL_MS : limits.timeoutMs,
+      memoryBytes: limits.memoryMb * MiB + SHIM_MEMORY_BYTES,
+      cpuMs: (persistent ? limits.cpuMs * PERSISTENT_CPU_FACTOR : limits.cpuMs) + SHIM_CPU_MS,
+      wallMs: ENCLAVE_WALL_MS,
       maxProcs: 64,
-      // A persistent stage's responses are framed and checked one by one; its stdout as a whole is not capped.
-      maxOutputBytes: persistent ? Number.MAX_SAFE_INTEGER : limits.maxResponseBytes,
+      // The shim frames every answer and enforces the response limit on each; the stream is not capped.
+      maxOutputBytes: Number.MAX_SAFE_INTEGER,
     },
   };
 }

@@ -4,7 +4,12 @@ import { blobs, functions, functionVersions, invocations, stageExecutions } from
 
 export async function invocationWithExecutions(db: Db, id: string) {
   const invocation = await db
-    .select({ invocation: invocations, functionName: functions.name, version: functionVersions.version })
+    .select({
+      invocation: invocations,
+      functionName: functions.name,
+      version: functionVersions.version,
+      versionDigest: functionVersions.versionDigest,
+    })
     .from(invocations)
     .innerJoin(functions, eq(functions.id, invocations.functionId))
     .innerJoin(functionVersions, eq(functionVersions.id, invocations.versionId))

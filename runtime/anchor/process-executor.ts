@@ -20,6 +20,12 @@ const GUEST_DIR = fileURLToPath(new URL('./guest/', import.meta.url));
 /** Frames carry request and response bodies; this bounds any one of them. */
 export const MAX_FRAME_BYTES = 16 * MiB;
 const CONSOLE_LIMIT = 64 * 1024;
+/** The end of the anchor's stderr kept for diagnostics (V8 prints its fatal errors there). */
+const STDERR_TAIL = 16 * 1024;
+/** How long a timed-out invocation waits for its killed anchor to be gone before answering anyway. */
+const KILL_WAIT_MS = 3_000;
+/** What V8 prints when the JS heap hits --max-old-space-size (it then aborts). */
+const HEAP_OOM = /FATAL ERROR:.*(heap out of memory|heap limit)/;
 /** The JS heap gets the manifest's memory; the runtime itself (code, threads, buffers) this much more. */
 const RUNTIME_OVERHEAD_BYTES = 96 * MiB;
 /** CPU time an anchor process may use over its whole life, as a multiple of its per-invocation budget. */
@@ -54,6 +60,9 @@ export class ProcessAnchorExecutor implements AnchorExecutor {
         '--allow-fs-read=/ebcc/*',
         `--max-old-space-size=${spec.limits.memoryMb}`,
         '--disable-warning=ExperimentalWarning',
+        // As in Workers, a promise rejection nobody handles is reported, not fatal: ending the process
+        // would fail every other invocation it serves.
+        '--unhandled-rejections=warn',
         '/ebcc/harness.mjs',
       ],
       binds: [
@@ -88,7 +97,11 @@ class ProcessAnchor implements AnchorInstance {
   private readonly channel;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
+  /** Invocations whose timeout ended the anchor: they answer `timeout`, not `crashed`. */
+  private readonly timedOut = new Set<number>();
   private stderr = '';
+  /** Set once the anchor process has ended. */
+  private ended: AnchorExit | undefined;
   private readonly ready: Promise<void>;
   readonly exited: Promise<AnchorExit>;
 
@@ -99,7 +112,8 @@ class ProcessAnchor implements AnchorInstance {
     this.channel = sandbox.extraFds[0]!;
     sandbox.stdout.on('data', (d: Buffer) => this.orphanConsole('log', d.toString()));
     sandbox.stderr.on('data', (d: Buffer) => {
-      if (this.stderr.length < 8192) this.stderr += d.toString();
+      // The end matters most: a fatal error is the last thing a process writes.
+      this.stderr = (this.stderr + d.toString()).slice(-STDERR_TAIL);
     });
     let markReady: () => void;
     let failLoad: (error: Error) => void;
@@ -126,12 +140,26 @@ class ProcessAnchor implements AnchorInstance {
     });
     this.channel.on('error', () => undefined);
     this.exited = sandbox.exited.then((exit) => {
-      const detail = exit.detail ?? (this.stderr.trim().split('\n').slice(-3).join(' | ') || undefined);
-      const result: AnchorExit = { code: exit.code, signal: exit.signal, reason: exit.reason, detail };
+      // V8 aborts when the JS heap reaches the manifest's memoryMb; that is the memory limit too.
+      const heapOom = exit.reason === 'exit' && exit.code !== 0 && HEAP_OOM.test(this.stderr);
+      const detail = heapOom
+        ? `the JavaScript heap reached its ${this.spec.limits.memoryMb} MB limit (anchor.limits.memoryMb)`
+        : (exit.detail ?? (this.stderr.trim().split('\n').slice(-3).join(' | ') || undefined));
+      const result: AnchorExit = {
+        code: exit.code,
+        signal: exit.signal,
+        reason: heapOom ? 'memory' : exit.reason,
+        detail,
+      };
+      this.ended = result;
       failLoad(new AnchorLoadError(`the anchor exited before it was ready (${describe(result)})`));
       for (const [id, p] of this.pending) {
         clearTimeout(p.timer);
         this.pending.delete(id);
+        if (this.timedOut.has(id)) {
+          p.finish({ console: p.console, consoleTruncated: p.consoleTruncated, waitUntilErrors: [] });
+          continue;
+        }
         p.settle({
           kind: 'crashed',
           message: `the anchor process ended during the invocation (${describe(result)})`,
@@ -164,6 +192,14 @@ class ProcessAnchor implements AnchorInstance {
   }
 
   invoke(request: AnchorRequest, hooks: InvocationHooks): Promise<AnchorInvocationResult> {
+    if (this.ended || this.channel.destroyed) {
+      // Between the anchor's end and its instance being marked stopped: answer now, not at the timeout.
+      const how = this.ended ? describe(this.ended) : 'its channel is closed';
+      return Promise.resolve({
+        outcome: { kind: 'crashed', message: `the anchor process had already ended (${how})` },
+        finished: Promise.resolve({ console: [], consoleTruncated: false, waitUntilErrors: [] }),
+      });
+    }
     const id = this.nextId++;
     let settle!: (outcome: AnchorOutcome) => void;
     let finish!: Pending['finish'];
@@ -173,11 +209,17 @@ class ProcessAnchor implements AnchorInstance {
       const p = this.pending.get(id);
       if (!p) return;
       // A hung invocation may have blocked the event loop: the only safe answer is to end the anchor.
-      p.settle({
+      // The answer waits until the anchor is gone, so that the instance is known to be stopped (and is
+      // not handed another invocation) by the time the caller hears of the timeout.
+      const outcome: AnchorOutcome = {
         kind: 'timeout',
         message: `the anchor did not finish within ${this.spec.limits.timeoutMs} ms`,
-      });
+      };
+      this.timedOut.add(id);
       this.kill();
+      void Promise.race([this.exited, new Promise((r) => setTimeout(r, KILL_WAIT_MS))]).then(() =>
+        p.settle(outcome),
+      );
     }, this.spec.limits.timeoutMs);
     this.pending.set(id, {
       hooks,
@@ -211,6 +253,8 @@ class ProcessAnchor implements AnchorInstance {
         else this.orphanConsole(String(h.level), String(h.text));
         return;
       case 'response':
+        // An answer that comes after the timeout fired is too late: the timeout stands.
+        if (this.timedOut.has(h.id as number)) return;
         p?.settle({
           kind: 'response',
           response: {
@@ -222,6 +266,7 @@ class ProcessAnchor implements AnchorInstance {
         });
         return;
       case 'error':
+        if (this.timedOut.has(h.id as number)) return;
         p?.settle({ kind: 'error', message: String(h.message) });
         return;
       case 'done':
@@ -311,6 +356,15 @@ class ProcessAnchor implements AnchorInstance {
 }
 
 function describe(exit: AnchorExit): string {
-  const how = exit.reason === 'exit' ? `exit code ${exit.code}` : exit.reason;
+  const how =
+    exit.reason === 'exit'
+      ? exit.signal
+        ? `killed by ${exit.signal}`
+        : `exit code ${exit.code}`
+      : exit.reason === 'memory'
+        ? 'out of memory'
+        : exit.reason === 'killed' && exit.signal
+          ? `killed by ${exit.signal}`
+          : exit.reason;
   return exit.detail ? `${how}: ${exit.detail}` : how;
 }

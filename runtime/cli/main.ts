@@ -1,5 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
-import { registerAdminCommands } from './commands/admin.ts';
+import { configFrom, registerAdminCommands } from './commands/admin.ts';
+import { registerEvidenceCommands } from './commands/evidence.ts';
 import { registerFunctionCommands } from './commands/functions.ts';
 import { registerInstanceCommands } from './commands/instances.ts';
 import { CliError, EXIT } from './errors.ts';
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerAdminCommands(program);
   registerFunctionCommands(program);
   registerInstanceCommands(program);
+  registerEvidenceCommands(program, () => configFrom(program));
   program.commands.forEach(function exitOverrideAll(cmd: Command) {
     cmd.exitOverride();
     cmd.commands.forEach(exitOverrideAll);

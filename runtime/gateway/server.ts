@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { Redis } from 'ioredis';
 import { hostname } from 'node:os';
+import { configureAdapters } from '../../adapters/index.ts';
 import { migrateDatabase, openDatabase } from '../../db/client.ts';
 import { ProcessAnchorExecutor } from '../anchor/process-executor.ts';
 import { GroupCommitter } from '../artifacts/group-commit.ts';
@@ -27,6 +28,7 @@ export async function startGateway(
   logger: Logger = createLogger(config.logLevel),
 ): Promise<RunningGateway> {
   prepareHome(config.home, config.dbUrl);
+  configureAdapters({ dataDir: config.home });
   const database = await openDatabase(config.dbUrl, config.dbAuthToken);
   await migrateDatabase(database);
   prepareHome(config.home, config.dbUrl);

@@ -95,7 +95,13 @@ export class CompositeManager {
         return [image.name, { image, validate: compileRequestSchema(schema) }];
       }),
     );
-    const stages = new InstanceStages(cid, bindings, this.deps.eids, this.deps.committer);
+    const stages = new InstanceStages(
+      cid,
+      { function: fn.name, versionDigest: loaded.row.versionDigest },
+      bindings,
+      this.deps.eids,
+      this.deps.committer,
+    );
     const instance = new LiveInstance(
       cid,
       fn.tenantId,

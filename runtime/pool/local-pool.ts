@@ -10,7 +10,7 @@ export interface Lease {
 }
 
 interface Waiter {
-  resolve: (instance: LiveInstance) => void;
+  resolve: (handoff: { instance: LiveInstance; start: 'cold' | 'warm' }) => void;
   reject: (error: Error) => void;
   timer: NodeJS.Timeout;
 }
@@ -88,49 +88,78 @@ export class LocalPool {
     if (this.unstopped(versionId) + booting < policy.maxInstances) {
       this.starting.set(versionId, booting + 1);
       try {
-        const created = await this.manager.create({ tenantId, functionName, versionId, managedBy: 'pool' });
-        await this.manager.start(created.cid, tenantId);
-        return lease(created, 'cold');
+        return lease(await this.coldStart(tenantId, functionName, versionId), 'cold', true);
       } finally {
         this.starting.set(versionId, (this.starting.get(versionId) ?? 1) - 1);
       }
     }
-    const instance = await new Promise<LiveInstance>((resolve, reject) => {
-      const list = this.waiters.get(versionId) ?? [];
-      const waiter: Waiter = {
-        resolve,
-        reject,
-        timer: setTimeout(() => {
-          list.splice(list.indexOf(waiter), 1);
-          this.metrics.rejected++;
-          reject(
-            new Problem(
-              429,
-              'pool-exhausted',
-              'Too many requests',
-              `all ${policy.maxInstances} instance(s) of "${functionName}" are busy`,
-              {
-                retryAfter: 1,
-              },
-            ),
-          );
-        }, this.maxWaitMs),
-      };
-      list.push(waiter);
-      this.waiters.set(versionId, list);
-    });
-    return lease(instance, 'warm', true);
+    const handoff = await new Promise<{ instance: LiveInstance; start: 'cold' | 'warm' }>(
+      (resolve, reject) => {
+        const list = this.waiters.get(versionId) ?? [];
+        const waiter: Waiter = {
+          resolve,
+          reject,
+          timer: setTimeout(() => {
+            list.splice(list.indexOf(waiter), 1);
+            this.metrics.rejected++;
+            reject(
+              new Problem(
+                429,
+                'pool-exhausted',
+                'Too many requests',
+                `all ${policy.maxInstances} instance(s) of "${functionName}" are busy`,
+                {
+                  retryAfter: 1,
+                },
+              ),
+            );
+          }, this.maxWaitMs),
+        };
+        list.push(waiter);
+        this.waiters.set(versionId, list);
+      },
+    );
+    return lease(handoff.instance, handoff.start, true);
+  }
+
+  /**
+   * Creates and starts an instance already claimed for its caller: starting it notifies the pool, and
+   * a waiter must not be handed it in between.
+   */
+  private async coldStart(tenantId: string, functionName: string, versionId: string): Promise<LiveInstance> {
+    const created = await this.manager.create({ tenantId, functionName, versionId, managedBy: 'pool' });
+    created.inflight++;
+    try {
+      await this.manager.start(created.cid, tenantId);
+    } catch (error) {
+      created.inflight--;
+      throw error;
+    }
+    return created;
   }
 
   /** Hands a freed or newly running instance to the first caller waiting for its version. */
   private wake(instance: LiveInstance): void {
-    const list = this.waiters.get(instance.version.row.id);
+    const versionId = instance.version.row.id;
+    const list = this.waiters.get(versionId);
     if (!list?.length) return;
+    if (instance.status === 'stopped') {
+      // A stopped instance frees a place: the first waiter gets a replacement instead of a 429.
+      const booting = this.starting.get(versionId) ?? 0;
+      if (this.unstopped(versionId) + booting >= instance.version.manifest.pool.maxInstances) return;
+      const waiter = list.shift()!;
+      clearTimeout(waiter.timer);
+      this.starting.set(versionId, booting + 1);
+      this.coldStart(instance.tenantId, instance.functionName, versionId)
+        .then((replacement) => waiter.resolve({ instance: replacement, start: 'cold' }), waiter.reject)
+        .finally(() => this.starting.set(versionId, (this.starting.get(versionId) ?? 1) - 1));
+      return;
+    }
     if (instance.status === 'running' && instance.inflight === 0) {
       const waiter = list.shift()!;
       clearTimeout(waiter.timer);
       instance.inflight++;
-      waiter.resolve(instance);
+      waiter.resolve({ instance, start: 'warm' });
     }
   }
 

@@ -1,16 +1,21 @@
 import { eq } from 'drizzle-orm';
+import { createHash } from 'node:crypto';
 import {
   BackendUnavailableError,
   getAdapter,
   type EnclaveHandle,
+  type EvidenceContext,
   type Measurement,
+  type NativeEvidence,
   type StageExit,
   type StageImage,
+  type StageResult,
   type TeeAdapter,
 } from '../../adapters/index.ts';
 import { enclaves, stageExecutions } from '../../db/schema.ts';
 import type { GroupCommitter, Write } from '../artifacts/group-commit.ts';
 import { LOG_LIMIT, storeBytes } from '../artifacts/records.ts';
+import { enclaveBinding } from '../evidence/binding.ts';
 import { newId } from '../ids.ts';
 import type { EidAllocator } from './eid-allocator.ts';
 import type { RequestValidator } from './request-schema.ts';
@@ -64,10 +69,20 @@ export interface StageOutcome {
 interface Enclave {
   handle: EnclaveHandle;
   seq: number;
-  /** Persistent enclaves serve one request at a time, in order. */
-  tail: Promise<unknown>;
   alive: boolean;
+  /** The backend's native evidence for the enclave's key, and its digest (bound into every entry). */
+  native?: NativeEvidence;
+  nativeDigest?: Buffer;
 }
+
+/** Which function version an instance runs: bound into every piece of evidence it produces. */
+export interface InstanceIdentity {
+  function: string;
+  versionDigest: string;
+}
+
+const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest();
+const NONCE = /^(?:[0-9a-fA-F]{2}){8,64}$/;
 
 const ms = (from: number) => +(performance.now() - from).toFixed(3);
 
@@ -79,10 +94,15 @@ const ms = (from: number) => +(performance.now() - from).toFixed(3);
 export class InstanceStages {
   private readonly persistent = new Map<string, Enclave>();
   private readonly live = new Set<AbortController>();
+  /** The tail of each persistent stage's request queue. */
+  private readonly turns = new Map<string, Promise<unknown>>();
+  /** Dead persistent enclaves being torn down. */
+  private readonly retiring = new Set<Promise<void>>();
   private stopped = false;
 
   constructor(
     private readonly cid: string,
+    private readonly identity: InstanceIdentity,
     private readonly bindings: ReadonlyMap<string, StageBinding>,
     private readonly eids: EidAllocator,
     private readonly committer: GroupCommitter,
@@ -112,9 +132,60 @@ export class InstanceStages {
         throw new StageError('backend-unavailable', error.message, 503, eid);
       throw error;
     }
-    const enclave = { handle, seq: 0, tail: Promise.resolve(), alive: true };
-    if (record) await this.committer.submit(enclaveRecord(handle));
+    const enclave: Enclave = { handle, seq: 0, alive: true };
+    if (handle.publicKey) {
+      // The enclave made its key inside itself; its native evidence binds that key, and which enclave
+      // it is, to its measurement. Every execution it signs then refers to this by digest.
+      const binding = enclaveBinding({ publicKey: handle.publicKey, cid: this.cid, eid, stage: image.name });
+      try {
+        enclave.native = await adapter.attest(handle, binding);
+      } catch (error) {
+        await adapter.destroy(handle).catch(() => undefined);
+        throw error;
+      }
+      enclave.nativeDigest = sha256(enclave.native.bytes);
+    }
+    if (record) await this.committer.submit(enclaveRecord(enclave));
     return enclave;
+  }
+
+  private evidenceContext(enclave: Enclave, nonce?: Uint8Array): EvidenceContext | undefined {
+    if (!enclave.nativeDigest) return undefined;
+    return { ...this.identity, nonce, nativeEvidenceDigest: enclave.nativeDigest };
+  }
+
+  /** Destroys an enclave, keeping its final checkpoint (which closes its chain) if it signs one. */
+  private async destroyEnclave(enclave: Enclave): Promise<Buffer | null> {
+    const { checkpoint } = await this.adapterFor(enclave.handle.backend)
+      .destroy(enclave.handle, this.evidenceContext(enclave))
+      .catch(() => ({ checkpoint: undefined }));
+    return checkpoint ? Buffer.from(checkpoint) : null;
+  }
+
+  /** The stage's persistent enclave, re-created if the previous one died. */
+  private async livePersistent(stageName: string, image: StageImage): Promise<Enclave> {
+    const current = this.persistent.get(stageName);
+    if (current?.alive) return current;
+    const enclave = await this.createEnclave(image, true);
+    if (this.stopped) {
+      // The instance stopped while the enclave was being made: it must not outlive it.
+      await this.committer.submit(markDestroyed(enclave.handle.eid, await this.destroyEnclave(enclave)));
+      throw new StageError('stopped', `instance ${this.cid} is stopped`, 503);
+    }
+    this.persistent.set(stageName, enclave);
+    return enclave;
+  }
+
+  /** A persistent enclave that failed a request is not used again: it is destroyed and recorded so. */
+  private retire(stageName: string, enclave: Enclave): void {
+    enclave.alive = false;
+    if (this.persistent.get(stageName) === enclave) this.persistent.delete(stageName);
+    const done = (async () => {
+      const checkpoint = await this.destroyEnclave(enclave);
+      await this.committer.submit(markDestroyed(enclave.handle.eid, checkpoint)).catch(() => undefined);
+    })();
+    this.retiring.add(done);
+    void done.finally(() => this.retiring.delete(done));
   }
 
   async invoke(
@@ -148,62 +219,88 @@ export class InstanceStages {
         `the request to stage "${stageName}" fails its schema: ${invalid}`,
         422,
       );
+    if (options.nonce !== undefined && !NONCE.test(options.nonce)) {
+      throw new StageError('request-invalid', 'the nonce must be 8 to 64 bytes, written as hex', 400);
+    }
+    const nonce = options.nonce === undefined ? undefined : Buffer.from(options.nonce, 'hex');
     const validateMs = ms(t0);
 
     const t1 = performance.now();
-    let enclave: Enclave;
     const oneshot = image.mode === 'oneshot';
-    if (oneshot) {
-      enclave = await this.createEnclave(image, false);
-    } else {
-      enclave = this.persistent.get(stageName)!;
-      if (!enclave?.alive) {
-        enclave = await this.createEnclave(image, true);
-        this.persistent.set(stageName, enclave);
-      }
-    }
-    const allocateMs = ms(t1);
     const adapter = this.adapterFor(image.backend);
     const abort = new AbortController();
     this.live.add(abort);
-    const t2 = performance.now();
+    let allocateMs = 0;
     let dispatchMs = 0;
     let executeMs = 0;
     let seq = 0;
+    let enclave!: Enclave;
     let result;
+    const execute = async () => {
+      seq = ++enclave.seq;
+      const t3 = performance.now();
+      try {
+        return await adapter.run(enclave.handle, {
+          request,
+          seq,
+          signal: abort.signal,
+          evidence: this.evidenceContext(enclave, nonce),
+        });
+      } finally {
+        executeMs = ms(t3);
+      }
+    };
     try {
-      const run = async () => {
-        dispatchMs = ms(t2);
-        seq = oneshot ? 0 : ++enclave.seq;
-        const t3 = performance.now();
-        try {
-          return await adapter.run(enclave.handle, { request, seq, signal: abort.signal });
-        } finally {
-          executeMs = ms(t3);
-        }
-      };
-      const turn = enclave.tail.then(run, run);
-      enclave.tail = turn.catch(() => undefined);
-      result = await turn;
+      if (oneshot) {
+        enclave = await this.createEnclave(image, false);
+        allocateMs = ms(t1);
+        result = await execute();
+      } else {
+        // A persistent stage serves one request at a time, in order. The enclave is looked up when the
+        // request's turn comes, so that requests queued behind one that killed it go to its replacement.
+        const turn = (this.turns.get(stageName) ?? Promise.resolve()).then(async () => {
+          dispatchMs = ms(t1);
+          if (this.stopped) throw new StageError('stopped', `instance ${this.cid} is stopped`, 503);
+          const t2 = performance.now();
+          enclave = await this.livePersistent(stageName, image);
+          allocateMs = ms(t2);
+          let done = await execute();
+          if (done.exit.reason === 'unavailable') {
+            // The enclave had ended while idle and never saw this request: a new one serves it.
+            this.retire(stageName, enclave);
+            const t4 = performance.now();
+            enclave = await this.livePersistent(stageName, image);
+            allocateMs += ms(t4);
+            done = await execute();
+          }
+          // Decided before the next request's turn: a failed enclave serves nothing more.
+          if (!succeeded(done.exit)) this.retire(stageName, enclave);
+          return done;
+        });
+        this.turns.set(
+          stageName,
+          turn.catch(() => undefined),
+        );
+        result = await turn;
+      }
     } finally {
       this.live.delete(abort);
     }
-    const ok = result.exit.reason === 'exit' && result.exit.code === 0;
-    if (!oneshot && !ok) enclave.alive = false;
-    if (oneshot) await adapter.destroy(enclave.handle).catch(() => undefined);
+    const ok = succeeded(result.exit);
+    const checkpoint = oneshot ? await this.destroyEnclave(enclave) : null;
 
     const executionId = newId('sx');
     const timings = { validate: validateMs, allocate: allocateMs, dispatch: dispatchMs, execute: executeMs };
     const durable = this.persist(
       executionId,
       invocationId,
-      enclave.handle,
+      enclave,
       seq,
       image,
       request,
       result,
       timings,
-      oneshot,
+      oneshot ? { checkpoint } : null,
       options.nonce,
     );
     const outcome = {
@@ -237,17 +334,19 @@ export class InstanceStages {
   private persist(
     executionId: string,
     invocationId: string,
-    handle: EnclaveHandle,
+    enclave: Enclave,
     seq: number,
     image: StageImage,
     request: Uint8Array,
-    result: { response: Uint8Array; log: Uint8Array; exit: StageExit },
+    result: StageResult,
     timings: StageTimings,
-    oneshot: boolean,
+    /** For a oneshot enclave, destroyed already: its record is written with the execution. */
+    oneshot: { checkpoint: Buffer | null } | null,
     nonce: string | undefined,
   ): Promise<void> {
+    const { handle } = enclave;
     const writes: Write[] = [];
-    if (oneshot) writes.push(enclaveRecord(handle, Date.now()));
+    if (oneshot) writes.push(enclaveRecord(enclave, Date.now(), oneshot.checkpoint));
     const req = storeBytes(request, writes);
     const res = storeBytes(result.response, writes);
     const log = Buffer.from(result.log.subarray(0, LOG_LIMIT));
@@ -293,10 +392,14 @@ export class InstanceStages {
         metadata,
         exitReason: result.exit.reason,
         exitCode: result.exit.code,
-        evidence: null,
+        evidence: result.evidence ? Buffer.from(result.evidence) : null,
+        boundMetadata: result.boundMetadata ? Buffer.from(result.boundMetadata) : null,
       }),
     );
-    writes.push((tx) => tx.update(enclaves).set({ lastSeq: seq }).where(eq(enclaves.eid, handle.eid)));
+    const chainHead = result.evidence ? sha256(result.evidence).toString('hex') : null;
+    writes.push((tx) =>
+      tx.update(enclaves).set({ lastSeq: seq, chainHead }).where(eq(enclaves.eid, handle.eid)),
+    );
     return this.committer.submit(async (tx) => {
       for (const write of writes) await write(tx);
     });
@@ -313,20 +416,28 @@ export class InstanceStages {
     this.abort();
     const all = [...this.persistent.values()];
     this.persistent.clear();
-    await Promise.all(
-      all.map(async (e) => {
-        await this.adapterFor(e.handle.backend)
-          .destroy(e.handle)
-          .catch(() => undefined);
-        await this.committer.submit((tx) =>
-          tx.update(enclaves).set({ destroyedAt: Date.now() }).where(eq(enclaves.eid, e.handle.eid)),
-        );
+    await Promise.all([
+      ...this.retiring,
+      ...all.map(async (e) => {
+        await this.committer.submit(markDestroyed(e.handle.eid, await this.destroyEnclave(e)));
       }),
-    );
+    ]);
   }
 }
 
-function enclaveRecord(handle: EnclaveHandle, destroyedAt: number | null = null): Write {
+function markDestroyed(eid: number, checkpoint: Buffer | null = null): Write {
+  return (tx) =>
+    tx
+      .update(enclaves)
+      .set({ destroyedAt: Date.now(), ...(checkpoint ? { finalCheckpoint: checkpoint } : {}) })
+      .where(eq(enclaves.eid, eid));
+}
+
+function enclaveRecord(
+  { handle, native }: Enclave,
+  destroyedAt: number | null = null,
+  checkpoint: Buffer | null = null,
+): Write {
   return (tx) =>
     tx.insert(enclaves).values({
       eid: handle.eid,
@@ -335,16 +446,24 @@ function enclaveRecord(handle: EnclaveHandle, destroyedAt: number | null = null)
       backend: handle.backend,
       measurementAlg: handle.measurement.alg,
       measurement: handle.measurement.value,
+      publicKey: handle.publicKey ? Buffer.from(handle.publicKey) : null,
+      nativeEvidence: native ? Buffer.from(native.bytes) : null,
+      nativeFormat: native?.format ?? null,
+      finalCheckpoint: checkpoint,
       destroyedAt,
     });
 }
 
+const succeeded = (exit: StageExit) => exit.reason === 'exit' && exit.code === 0;
+
 export function describeExit(exit: StageExit): string {
   const base =
     exit.reason === 'exit'
-      ? `exit code ${exit.code}`
-      : exit.reason === 'killed'
-        ? `killed${exit.signal ? ` by ${exit.signal}` : ''}`
+      ? exit.signal
+        ? `killed by ${exit.signal}`
+        : `exit code ${exit.code}`
+      : exit.reason === 'killed' || exit.reason === 'crashed'
+        ? `${exit.reason}${exit.signal ? ` by ${exit.signal}` : ''}`
         : exit.reason;
   return exit.detail ? `${base}: ${exit.detail}` : base;
 }

@@ -4,7 +4,7 @@ import { ConfigError, loadConfig, type Config } from '../../config.ts';
 import { CliError, EXIT } from '../errors.ts';
 import { printJsonOrTable } from '../output.ts';
 
-function configFrom(program: Command, overrides: Partial<Config> = {}): Config {
+export function configFrom(program: Command, overrides: Partial<Config> = {}): Config {
   const { home } = program.opts<{ home?: string }>();
   try {
     return loadConfig(process.env, { ...(home ? { home } : {}), ...overrides });

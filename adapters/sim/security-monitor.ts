@@ -1,0 +1,54 @@
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import {
+  createSoftwareRoot,
+  exportTrustAnchor,
+  parseSoftwareRoot,
+  serializeSoftwareRoot,
+  softwareRootReport,
+  type SoftwareRoot,
+} from '../../runtime/evidence/software-root.ts';
+import type { Measurement, NativeEvidence } from '../types.ts';
+
+/**
+ * The sim backend's security monitor: it plays Keystone's SM, signing an enclave report over the
+ * enclave's measurement (which it took itself) and the binding the runtime asks for, under a software
+ * device root generated once per installation and kept root-only. The evidence marks itself as not
+ * hardware-protected; a verifier accepts it only when told to.
+ */
+export class SimSecurityMonitor {
+  private root: SoftwareRoot | undefined;
+
+  constructor(private readonly dataDir: string) {}
+
+  get rootPath(): string {
+    return join(this.dataDir, 'sim', 'device-root.json');
+  }
+
+  private load(): SoftwareRoot {
+    if (this.root) return this.root;
+    const path = this.rootPath;
+    if (existsSync(path)) {
+      this.root = parseSoftwareRoot(readFileSync(path, 'utf8'));
+    } else {
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      const root = createSoftwareRoot();
+      const staging = `${path}.tmp-${process.pid}`;
+      writeFileSync(staging, serializeSoftwareRoot(root), { mode: 0o600 });
+      // Two processes may race to create it; the first rename wins and both then read the same root.
+      if (!existsSync(path)) renameSync(staging, path);
+      this.root = parseSoftwareRoot(readFileSync(path, 'utf8'));
+    }
+    return this.root;
+  }
+
+  trustAnchor(): Record<string, unknown> {
+    return exportTrustAnchor(this.load());
+  }
+
+  attest(measurement: Measurement, binding: Uint8Array): NativeEvidence {
+    const root = this.load();
+    const report = softwareRootReport(root, Buffer.from(measurement.value, 'hex'), binding);
+    return { format: 'keystone-report', bytes: report };
+  }
+}

@@ -1,0 +1,279 @@
+/**
+ * The shim: the only code EBCC adds inside a sim enclave. It makes the enclave's signing key when the
+ * enclave starts, hands the host only the public half, runs the stage, and for each request hashes the
+ * bytes the stage really received and produced, binds them to the execution's identity and to the
+ * previous entry of the enclave's chain, and signs. The host sees digests and signatures it cannot forge.
+ */
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { signCheckpoint, signExecution, genesisDigest } from '../../../runtime/evidence/eat.ts';
+import { canonicalJson } from '../../../runtime/util/canonical-json.ts';
+import { encodeFrame, FrameReader } from '../../../runtime/anchor/guest/wire.mjs';
+import type { ExecutionContext, HostToShim, ShimExit, ShimToHost } from './protocol.ts';
+
+// Equal to the runtime's stored log limit, so that the log a verifier gets is the log that was signed.
+const LOG_CAP = 64 * 1024;
+const MAX_FRAME = 80 * 1024 * 1024;
+const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest();
+
+const separator = process.argv.indexOf('--');
+const mode = process.argv[2] === 'persistent' ? 'persistent' : 'oneshot';
+const stageArgv = process.argv.slice(separator + 1);
+const stageEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('EBCC_SHIM_')));
+
+const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+const rawPublicKey = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
+let seq = 0;
+let prev: Buffer | undefined;
+
+const send = (header: ShimToHost, body?: Uint8Array) => process.stdout.write(encodeFrame(header, body));
+
+function spawnStage(): ChildProcessWithoutNullStreams {
+  const child = spawn(stageArgv[0]!, stageArgv.slice(1), { stdio: 'pipe', env: stageEnv });
+  child.stdin.on('error', () => undefined);
+  return child;
+}
+
+/** Bytes read from a stream up to a cap; past it, `over` is set. */
+class Capped {
+  chunks: Buffer[] = [];
+  size = 0;
+  over = false;
+  constructor(private readonly cap: number) {}
+  push(chunk: Buffer): void {
+    if (this.size + chunk.length > this.cap) {
+      this.over = true;
+      const room = this.cap - this.size;
+      if (room > 0) this.chunks.push(chunk.subarray(0, room));
+      this.size = this.cap;
+      return;
+    }
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+  }
+  bytes(): Buffer {
+    return Buffer.concat(this.chunks);
+  }
+}
+
+function exitOf(code: number | null, signal: NodeJS.Signals | null): ShimExit {
+  if (signal) return { code: null, signal, reason: 'crashed', detail: `the stage died by ${signal}` };
+  return { code, signal: null, reason: 'exit' };
+}
+
+async function runOneshot(request: Buffer, maxResponseBytes: number) {
+  const child = spawnStage();
+  const out = new Capped(maxResponseBytes);
+  const log = new Capped(LOG_CAP);
+  child.stdout.on('data', (c: Buffer) => {
+    out.push(c);
+    if (out.over) child.kill('SIGKILL');
+  });
+  child.stderr.on('data', (c: Buffer) => log.push(c));
+  child.stdin.end(request);
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+    child.once('close', (c, s) => resolve([c, s])),
+  );
+  const exit: ShimExit = out.over
+    ? { code: null, signal: 'SIGKILL', reason: 'output' }
+    : exitOf(code, signal);
+  return { response: out.over ? Buffer.alloc(0) : out.bytes(), log: log.bytes(), exit };
+}
+
+class PersistentStage {
+  private readonly child = spawnStage();
+  private buffer: Buffer = Buffer.alloc(0);
+  private waiter: ((frame: Buffer | ShimExit) => void) | undefined;
+  private log = new Capped(LOG_CAP);
+  private died: ShimExit | undefined;
+  private maxResponseBytes = 0;
+
+  constructor() {
+    this.child.stdout.on('data', (c: Buffer) => this.onData(c));
+    this.child.stderr.on('data', (c: Buffer) => this.log.push(c));
+    this.child.once('close', (code, signal) => {
+      // Ending at all is a failure for a persistent stage; exiting 0 must never read as success.
+      this.died ??=
+        code === 0
+          ? {
+              code,
+              signal: null,
+              reason: 'crashed',
+              detail: 'the stage process exited (code 0) instead of answering',
+            }
+          : exitOf(code, signal);
+      this.waiter?.(this.died);
+    });
+  }
+
+  get ended(): ShimExit | undefined {
+    return this.died;
+  }
+
+  private onData(chunk: Buffer): void {
+    this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
+    if (this.buffer.length < 4) return;
+    const length = this.buffer.readUInt32BE(0);
+    if (length > this.maxResponseBytes) {
+      this.died = {
+        code: null,
+        signal: 'SIGKILL',
+        reason: 'output',
+        detail: `a ${length}-byte response frame`,
+      };
+      this.child.kill('SIGKILL');
+      return;
+    }
+    if (this.buffer.length < 4 + length) return;
+    const frame = this.buffer.subarray(4, 4 + length);
+    this.buffer = this.buffer.subarray(4 + length);
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    if (waiter) waiter(frame);
+    else {
+      this.died = {
+        code: null,
+        signal: 'SIGKILL',
+        reason: 'crashed',
+        detail: 'the stage wrote a frame nobody asked for',
+      };
+      this.child.kill('SIGKILL');
+    }
+  }
+
+  async run(request: Buffer, maxResponseBytes: number) {
+    this.maxResponseBytes = maxResponseBytes;
+    this.log = new Capped(LOG_CAP);
+    if (this.died) return { response: Buffer.alloc(0), log: Buffer.alloc(0), exit: this.died };
+    const answer = new Promise<Buffer | ShimExit>((resolve) => (this.waiter = resolve));
+    const header = Buffer.alloc(4);
+    header.writeUInt32BE(request.length);
+    this.child.stdin.write(Buffer.concat([header, request]));
+    const got = await answer;
+    // stderr written just before the response may still be in its pipe.
+    await new Promise((r) => setImmediate(r));
+    if (Buffer.isBuffer(got))
+      return {
+        response: got,
+        log: this.log.bytes(),
+        exit: { code: 0, signal: null, reason: 'exit' } as ShimExit,
+      };
+    return { response: Buffer.alloc(0), log: this.log.bytes(), exit: got };
+  }
+}
+
+const persistent = mode === 'persistent' ? new PersistentStage() : undefined;
+
+function boundMetadata(
+  context: ExecutionContext,
+  request: Buffer,
+  response: Buffer,
+  log: Buffer,
+  exit: ShimExit,
+  digests: Buffer[],
+) {
+  return Buffer.from(
+    canonicalJson({
+      cid: context.cid,
+      eid: context.eid,
+      seq,
+      stage: context.stage,
+      backend: context.backend,
+      function: context.function,
+      versionDigest: context.versionDigest,
+      measurement: context.measurement,
+      nonce: context.nonce,
+      requestBytes: request.length,
+      responseBytes: response.length,
+      logBytes: log.length,
+      requestDigest: `sha256:${digests[0]!.toString('hex')}`,
+      responseDigest: `sha256:${digests[1]!.toString('hex')}`,
+      logDigest: `sha256:${digests[2]!.toString('hex')}`,
+      exit,
+    }),
+  );
+}
+
+function identity(context: ExecutionContext) {
+  return {
+    backend: context.backend,
+    hardwareProtected: context.hardwareProtected,
+    function: context.function,
+    versionDigest: context.versionDigest,
+    cid: context.cid,
+    eid: context.eid,
+    stage: context.stage,
+    measurement: context.measurement,
+    nativeEvidenceDigest: Buffer.from(context.nativeEvidenceDigest, 'hex'),
+  };
+}
+
+async function handle(header: HostToShim, body: Buffer, key: KeyObject): Promise<void> {
+  prev ??= genesisDigest(header.context.eid, rawPublicKey);
+  if (header.t === 'checkpoint') {
+    seq += 1;
+    const evidence = signCheckpoint(
+      { ...identity(header.context), seq, prev, iat: Math.floor(Date.now() / 1000) },
+      key,
+    );
+    send({ t: 'checkpoint', seq }, evidence);
+    return;
+  }
+  const { context } = header;
+  if (persistent?.ended) {
+    send({ t: 'unavailable', exit: persistent.ended });
+    return;
+  }
+  const result = persistent
+    ? await persistent.run(body, header.maxResponseBytes)
+    : await runOneshot(body, header.maxResponseBytes);
+  seq += 1;
+  const digests = [sha256(body), sha256(result.response), sha256(result.log)];
+  const metadata = boundMetadata(context, body, result.response, result.log, result.exit, digests);
+  const evidence = signExecution(
+    {
+      ...identity(context),
+      seq,
+      prev,
+      nonce: context.nonce ? Buffer.from(context.nonce, 'hex') : undefined,
+      requestDigest: digests[0]!,
+      responseDigest: digests[1]!,
+      logDigest: digests[2]!,
+      metadataDigest: sha256(metadata),
+      iat: Math.floor(Date.now() / 1000),
+    },
+    key,
+  );
+  prev = sha256(evidence);
+  send(
+    {
+      t: 'result',
+      seq,
+      exit: result.exit,
+      lengths: [result.response.length, result.log.length, metadata.length, evidence.length],
+    },
+    Buffer.concat([result.response, result.log, metadata, evidence]),
+  );
+}
+
+const reader = new FrameReader(MAX_FRAME);
+let queue: Promise<void> = Promise.resolve();
+process.stdin.on('data', (chunk: Buffer) => {
+  let frames;
+  try {
+    frames = reader.push(chunk);
+  } catch (error) {
+    send({ t: 'fatal', message: (error as Error).message });
+    process.exit(2);
+  }
+  for (const { header, body } of frames) {
+    queue = queue
+      .then(() => handle(header as HostToShim, body, privateKey))
+      .catch((error: Error) => {
+        send({ t: 'fatal', message: error.message });
+        process.exit(2);
+      });
+  }
+});
+process.stdin.on('end', () => void queue.then(() => process.exit(0)));
+send({ t: 'hello', publicKey: rawPublicKey.toString('hex') });

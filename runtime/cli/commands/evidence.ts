@@ -1,0 +1,152 @@
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { z } from 'zod';
+import type { Config } from '../../config.ts';
+import { callGateway } from '../client.ts';
+import { CliError, EXIT } from '../errors.ts';
+import { gatewayOptions } from './functions.ts';
+
+const referenceValuesSchema = z.array(
+  z.strictObject({
+    stage: z.string().optional(),
+    measurements: z
+      .array(z.strictObject({ alg: z.string().min(1), value: z.string().regex(/^[0-9a-f]+$/) }))
+      .min(1),
+  }),
+);
+
+async function readJson(path: string, what: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw new CliError(
+      `cannot read ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+      EXIT.usage,
+    );
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new CliError(`${what} ${path} is not JSON`, EXIT.usage);
+  }
+}
+
+async function fetchBundle(program: Command, invocationId: string): Promise<unknown> {
+  const { body } = await callGateway(
+    gatewayOptions(program),
+    'GET',
+    `/v1/invocations/${encodeURIComponent(invocationId)}/evidence`,
+  );
+  return body;
+}
+
+/** Offline verification and export of evidence, and the operator's trust anchors. */
+export function registerEvidenceCommands(program: Command, configFrom: () => Config): void {
+  program
+    .command('export <invocation-id>')
+    .description(
+      'write a self-contained evidence bundle (artifacts + evidence) that `ebcc verify` checks anywhere',
+    )
+    .option('-o, --output <file>', 'where to write it (default: stdout)')
+    .action(async (id: string, opts: { output?: string }) => {
+      const text = `${JSON.stringify(await fetchBundle(program, id), null, 2)}\n`;
+      if (opts.output) await writeFile(opts.output, text);
+      else process.stdout.write(text);
+    });
+
+  program
+    .command('verify <invocation-id-or-file>')
+    .description(
+      "verify an invocation's evidence offline and print an attestation result (IETF EAR); exit 0 only if affirming",
+    )
+    .option('--trust-anchor <file...>', 'trusted device roots (JSON from `ebcc trust export`)')
+    .option(
+      '--reference-values <file>',
+      'accepted measurements: [{ "stage"?: name, "measurements": [{ "alg", "value" }] }]',
+    )
+    .option('--nonce <hex>', 'the nonce the caller sent; every execution must carry it')
+    .option(
+      '--allow-sim',
+      'accept evidence rooted in a software root (the sim backend), which no hardware protects',
+    )
+    .option('--json', 'print the full EAR result as JSON')
+    .action(
+      async (
+        target: string,
+        opts: {
+          trustAnchor?: string[];
+          referenceValues?: string;
+          nonce?: string;
+          allowSim?: boolean;
+          json?: boolean;
+        },
+      ) => {
+        const { parseTrustAnchor, verifyBundle, failedChecks } = await import('../../evidence/index.ts');
+        if (!opts.trustAnchor?.length) {
+          throw new CliError(
+            'offline verification needs a trust anchor: --trust-anchor FILE (from `ebcc trust export` on the host)',
+            EXIT.usage,
+          );
+        }
+        const anchors = await Promise.all(
+          opts.trustAnchor.map(async (file) => {
+            try {
+              return parseTrustAnchor(await readJson(file, 'trust anchor'));
+            } catch (error) {
+              if (error instanceof CliError) throw error;
+              throw new CliError(`${file}: ${(error as Error).message}`, EXIT.usage);
+            }
+          }),
+        );
+        let referenceValues;
+        if (opts.referenceValues) {
+          const parsed = referenceValuesSchema.safeParse(
+            await readJson(opts.referenceValues, 'reference values'),
+          );
+          if (!parsed.success)
+            throw new CliError(`invalid reference values: ${parsed.error.issues[0]?.message}`, EXIT.usage);
+          referenceValues = parsed.data;
+        }
+        if (opts.nonce !== undefined && !/^(?:[0-9a-fA-F]{2}){8,64}$/.test(opts.nonce)) {
+          throw new CliError('--nonce must be 8 to 64 bytes of hex', EXIT.usage);
+        }
+        const bundle = existsSync(target)
+          ? await readJson(target, 'evidence bundle')
+          : await fetchBundle(program, target);
+        const result = verifyBundle(bundle, {
+          trustAnchors: anchors,
+          referenceValues,
+          nonce: opts.nonce ? Buffer.from(opts.nonce, 'hex') : undefined,
+          allowSim: Boolean(opts.allowSim),
+        });
+        const status = result['ear.status'];
+        if (opts.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+        else {
+          process.stdout.write(`${status}\n`);
+          for (const line of failedChecks(result)) process.stdout.write(`  ${line}\n`);
+        }
+        if (status !== 'affirming') process.exitCode = EXIT.failed;
+      },
+    );
+
+  const trust = program.command('trust').description('trust anchors of this installation (operator side)');
+  trust
+    .command('export')
+    .description(
+      'print the trust anchors verifiers need (for sim: the per-installation software device root)',
+    )
+    .option('-o, --output <file>', 'write to a file instead of stdout')
+    .action(async (opts: { output?: string }) => {
+      const { configureAdapters, trustAnchors } = await import('../../../adapters/index.ts');
+      configureAdapters({ dataDir: configFrom().home });
+      const anchors = trustAnchors();
+      if (!anchors.length)
+        throw new CliError('no backend on this host has a trust anchor to export', EXIT.failed);
+      // One anchor is written as itself, so that `--trust-anchor` takes the file directly.
+      const text = `${JSON.stringify(anchors.length === 1 ? anchors[0]!.anchor : anchors, null, 2)}\n`;
+      if (opts.output) await writeFile(opts.output, text, { mode: 0o644 });
+      else process.stdout.write(text);
+    });
+}
