@@ -44,6 +44,14 @@ export function trustAnchors(): { backend: string; anchor: Record<string, unknow
   });
 }
 
+/** Replaces every software root on this host; verifiers then need the new anchors. */
+export function rotateTrustAnchors(): { backend: string; anchor: Record<string, unknown> }[] {
+  return BACKENDS.flatMap((backend) => {
+    const anchor = getAdapter(backend).rotateTrustAnchor?.();
+    return anchor ? [{ backend, anchor }] : [];
+  });
+}
+
 export function getAdapter(backend: string): TeeAdapter {
   if (!isBackendName(backend))
     throw new Error(`unknown TEE backend "${backend}"; known: ${BACKENDS.join(', ')}`);

@@ -109,6 +109,8 @@ export interface TeeAdapter {
   attest(handle: EnclaveHandle, binding: Uint8Array): Promise<NativeEvidence>;
   /** The root a verifier must trust for this backend's native evidence, if this host has one. */
   trustAnchor?(): Record<string, unknown> | undefined;
+  /** Replaces the backend's software root with a new one, where it has one; returns the new anchor. */
+  rotateTrustAnchor?(): Record<string, unknown>;
   /** Tears the enclave down; with `evidence`, first has it sign a final checkpoint closing its chain. */
   destroy(handle: EnclaveHandle, evidence?: EvidenceContext): Promise<{ checkpoint?: Uint8Array }>;
 }

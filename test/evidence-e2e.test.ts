@@ -1,5 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configureAdapters, trustAnchors } from '../adapters/index.ts';
 import { decodeEvidence, failedChecks, parseTrustAnchor, verifyBundle } from '../runtime/evidence/index.ts';
@@ -149,5 +150,53 @@ describe('evidence, end to end on sim', () => {
     const problem = await response.json();
     expect(problem.type).toBe('urn:ebcc:problem:anchor-error');
     expect(problem.detail).toContain('StageError: the nonce must be 8 to 64 bytes');
+  });
+
+  it('keeps verifying old evidence against the old anchor after the root is rotated, and not the new one', async () => {
+    const id = await invoke('r-1');
+    const bundle = await evidenceOf(id);
+    const env = { EBCC_HOME: gw.home };
+    const before = JSON.parse((await runEbcc(['trust', 'export'], env)).stdout);
+    const rotated = await runEbcc(['trust', 'rotate'], env);
+    expect(rotated.code).toBe(0);
+    const after = JSON.parse(rotated.stdout);
+    expect(after.devicePublicKey).not.toBe(before.devicePublicKey);
+    expect(
+      verifyBundle(bundle, { trustAnchors: [parseTrustAnchor(before)], allowSim: true })['ear.status'],
+    ).toBe('affirming');
+    const withNew = verifyBundle(bundle, { trustAnchors: [parseTrustAnchor(after)], allowSim: true });
+    expect(withNew['ear.status']).toBe('contraindicated');
+    expect(failedChecks(withNew).join('\n')).toContain('trust-anchor');
+  }, 30_000);
+
+  it('points to the evidence from every response, and embeds it when asked', async () => {
+    const plain = await fetch(`${gw.url}/fn/order-signer`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(order('h-1')),
+    });
+    const id = plain.headers.get('x-ebcc-invocation');
+    expect(plain.headers.get('x-ebcc-evidence')).toBe(`/v1/invocations/${id}/evidence`);
+    expect(plain.headers.get('x-ebcc-evidence-bundle')).toBeNull();
+    const embedded = await fetch(`${gw.url}/fn/order-signer`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${token}`,
+        'content-type': 'application/json',
+        'x-ebcc-evidence': 'embed',
+      },
+      body: JSON.stringify(order('h-2')),
+    });
+    expect(embedded.status).toBe(200);
+    expect(embedded.headers.get('x-ebcc-evidence-embedded')).toBe('gzip+base64url');
+    const bundle = JSON.parse(
+      gunzipSync(Buffer.from(embedded.headers.get('x-ebcc-evidence-bundle')!, 'base64url')).toString(),
+    );
+    expect(bundle.invocation.id).toBe(embedded.headers.get('x-ebcc-invocation'));
+    expect(verifyBundle(bundle, { trustAnchors: anchors(), allowSim: true })['ear.status']).toBe('affirming');
+    // The response the caller holds is the one the enclave signed.
+    const body = Buffer.from(await embedded.arrayBuffer());
+    const signed = JSON.parse(Buffer.from(bundle.executions[0].artifacts.response, 'base64').toString());
+    expect(JSON.parse(body.toString()).signature).toBe(signed.signature);
   });
 });

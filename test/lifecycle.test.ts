@@ -150,4 +150,23 @@ describe('composite lifecycle (OCI semantics)', () => {
     expect((await api(gw.url, invokeOnly, 'POST', `/v1/instances/${id}/kill`)).status).toBe(403);
     await api(gw.url, token, 'DELETE', `/v1/instances/${id}?force=true`);
   });
+
+  it('deleting a function with force stops and deletes its live instances first', async () => {
+    const other = await upload(gw.url, token, await sampleBundle((m) => (m.name = 'short-lived')));
+    expect(other.status).toBe(201);
+    const response = await fetch(`${gw.url}/fn/short-lived`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ orderId: 'x', amountCents: 1, currency: 'EUR', items: [{ sku: 'a', qty: 1 }] }),
+    });
+    expect(response.status).toBe(200);
+    const cid = response.headers.get('x-ebcc-cid')!;
+    const { pid } = (await api(gw.url, token, 'GET', `/v1/instances/${cid}`)).body;
+    expect(processAlive(pid)).toBe(true);
+    expect((await api(gw.url, token, 'DELETE', '/v1/functions/short-lived')).status).toBe(409);
+    expect((await api(gw.url, token, 'DELETE', '/v1/functions/short-lived?force=true')).status).toBe(204);
+    expect(processAlive(pid)).toBe(false);
+    expect((await api(gw.url, token, 'GET', `/v1/instances/${cid}`)).status).toBe(404);
+    expect((await api(gw.url, token, 'GET', '/v1/functions/short-lived')).status).toBe(404);
+  });
 });

@@ -29,6 +29,7 @@ export function createSimAdapter(config: AdapterConfig): TeeAdapter {
     },
     measure: measureSimStage,
     trustAnchor: () => monitor.trustAnchor(),
+    rotateTrustAnchor: () => monitor.rotate(),
     async create(stage, identity) {
       // The security monitor measures the enclave itself; it never takes the host's word for it.
       const handle: EnclaveHandle = {

@@ -42,6 +42,18 @@ export class SimSecurityMonitor {
     return this.root;
   }
 
+  /**
+   * Swaps the device root for a new one; the old one is kept beside it, so that evidence it signed can
+   * still be checked against its exported anchor. Running enclaves keep their reports.
+   */
+  rotate(): Record<string, unknown> {
+    const path = this.rootPath;
+    if (existsSync(path))
+      renameSync(path, `${path}.retired-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+    this.root = undefined;
+    return this.trustAnchor();
+  }
+
   trustAnchor(): Record<string, unknown> {
     return exportTrustAnchor(this.load());
   }

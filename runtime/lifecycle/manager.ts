@@ -280,6 +280,12 @@ export class CompositeManager {
     await this.deps.committer.submit((tx) => tx.delete(instances).where(eq(instances.cid, cid)));
   }
 
+  /** Force-deletes every instance of a function that lives on this node (the function is going away). */
+  async deleteAllOf(functionId: string): Promise<void> {
+    const doomed = [...this.live.values()].filter((i) => i.functionId === functionId);
+    await Promise.all(doomed.map((i) => this.delete(i.cid, i.tenantId, true)));
+  }
+
   /** Blocks until the instance stops (or the timeout passes), and returns its exit status. */
   async wait(
     cid: string,

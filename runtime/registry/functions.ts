@@ -64,7 +64,16 @@ export async function rollback(db: Db, fn: FunctionRow, version?: string) {
   return { function: fn.name, activeVersion: active!.version, versionDigest: active!.versionDigest };
 }
 
-export async function deleteFunction(db: Db, fn: FunctionRow, force: boolean): Promise<void> {
+/**
+ * Deletes a function with all its versions. Refused while it has live instances, unless forced; then
+ * `stopInstances` first stops and deletes every instance of it (and destroys their enclaves).
+ */
+export async function deleteFunction(
+  db: Db,
+  fn: FunctionRow,
+  force: boolean,
+  stopInstances: (functionId: string) => Promise<void>,
+): Promise<void> {
   const live = await countLiveInstances(db, fn.id);
   if (live > 0 && !force) {
     throw new Problem(
@@ -72,10 +81,9 @@ export async function deleteFunction(db: Db, fn: FunctionRow, force: boolean): P
       'function-has-instances',
       'Conflict',
       `function "${fn.name}" has ${live} live instance(s); stop them or delete with force`,
-      {
-        liveInstances: live,
-      },
+      { liveInstances: live },
     );
   }
+  if (live > 0) await stopInstances(fn.id);
   await deleteFunctionRows(db, fn.id);
 }

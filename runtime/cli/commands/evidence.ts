@@ -149,4 +149,19 @@ export function registerEvidenceCommands(program: Command, configFrom: () => Con
       if (opts.output) await writeFile(opts.output, text, { mode: 0o644 });
       else process.stdout.write(text);
     });
+  trust
+    .command('rotate')
+    .description(
+      'swap the software device root for a new one (the old one is kept, retired); prints the new anchor',
+    )
+    .action(async () => {
+      const { configureAdapters, rotateTrustAnchors } = await import('../../../adapters/index.ts');
+      configureAdapters({ dataDir: configFrom().home });
+      const rotated = rotateTrustAnchors();
+      if (!rotated.length)
+        throw new CliError('no backend on this host has a software root to rotate', EXIT.failed);
+      process.stdout.write(
+        `${JSON.stringify(rotated.length === 1 ? rotated[0]!.anchor : rotated, null, 2)}\n`,
+      );
+    });
 }

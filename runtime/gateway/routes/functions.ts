@@ -57,7 +57,9 @@ export function functionRoutes(deps: GatewayDeps) {
     .delete('/:name', requireScope(db, 'deploy'), async (c) => {
       const query = parseWith(deleteQuery, c.req.query());
       const fn = await ownedFunction(db, c.get('principal').tenantId, c.req.param('name'));
-      await deleteFunction(db, fn, query.force === 'true' || query.force === '1');
+      await deleteFunction(db, fn, query.force === 'true' || query.force === '1', (functionId) =>
+        deps.manager.deleteAllOf(functionId),
+      );
       return c.body(null, 204);
     });
 }

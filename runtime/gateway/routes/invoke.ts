@@ -1,4 +1,6 @@
+import { gzipSync } from 'node:zlib';
 import type { Context } from 'hono';
+import { exportInvocation } from '../../evidence/export.ts';
 import { Hono } from 'hono';
 import { customRoutes } from '../../../db/queries/invocations.ts';
 import { authenticate, hasScope } from '../../auth/tokens.ts';
@@ -37,6 +39,21 @@ function routeMatcher(pattern: string): RegExp {
     )
     .join('/');
   return new RegExp(`^${escaped}(/.*)?$`);
+}
+
+/** Evidence small enough rides in the response itself, for callers that cannot make a second request. */
+export const MAX_EMBEDDED_EVIDENCE_BYTES = 64 * 1024;
+
+async function embeddedEvidence(
+  deps: GatewayDeps,
+  invocationId: string,
+  tenantId: string,
+): Promise<Record<string, string>> {
+  const bundle = await exportInvocation(deps.db, invocationId, tenantId).catch(() => undefined);
+  if (!bundle) return { 'x-ebcc-evidence-embedded': 'unavailable' };
+  const packed = gzipSync(JSON.stringify(bundle)).toString('base64url');
+  if (packed.length > MAX_EMBEDDED_EVIDENCE_BYTES) return { 'x-ebcc-evidence-embedded': 'too-large' };
+  return { 'x-ebcc-evidence-embedded': 'gzip+base64url', 'x-ebcc-evidence-bundle': packed };
 }
 
 /** Invocation over HTTP: `/fn/:name/*`, plus the custom routes that active versions declare. */
@@ -95,6 +112,11 @@ export function invokeRoutes(deps: GatewayDeps) {
         'x-ebcc-start': lease.start,
         'x-ebcc-eids': result.executions.map((x) => `${x.stage}=${x.eid}`).join(', '),
       };
+      if (result.executions.length) {
+        trace['x-ebcc-evidence'] = `/v1/invocations/${result.invocationId}/evidence`;
+        if (c.req.header('x-ebcc-evidence') === 'embed')
+          Object.assign(trace, await embeddedEvidence(deps, result.invocationId, fn.tenantId));
+      }
       if (result.problem) {
         const response = problemResponse(c, result.problem);
         for (const [k, v] of Object.entries(trace)) response.headers.set(k, v);
