@@ -74,3 +74,36 @@ export class GroupCommitter {
     await this.flush();
   }
 }
+
+/**
+ * The writes of one invocation, committed together with its record: one transaction (one fsync) per
+ * invocation instead of one per stage execution plus one for the record. Writes added after the batch
+ * was committed (work the anchor left running) go to the committer on their own.
+ */
+export class InvocationBatch {
+  private writes: Write[] = [];
+  private committed = false;
+  private settle!: { resolve: () => void; reject: (error: Error) => void };
+  private readonly done = new Promise<void>((resolve, reject) => (this.settle = { resolve, reject }));
+
+  constructor(private readonly committer: GroupCommitter) {
+    this.done.catch(() => undefined);
+  }
+
+  add(write: Write): Promise<void> {
+    if (this.committed) return this.committer.submit(write);
+    this.writes.push(write);
+    return this.done;
+  }
+
+  commit(last: Write): Promise<void> {
+    this.committed = true;
+    const writes = [...this.writes, last];
+    this.writes = [];
+    const committing = this.committer.submit(async (tx) => {
+      for (const write of writes) await write(tx);
+    });
+    committing.then(this.settle.resolve, this.settle.reject);
+    return committing;
+  }
+}

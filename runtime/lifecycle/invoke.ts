@@ -1,7 +1,7 @@
 import { eq } from 'drizzle-orm';
 import { invocations } from '../../db/schema.ts';
 import type { AnchorRequest, StageReply } from '../anchor/types.ts';
-import type { GroupCommitter } from '../artifacts/group-commit.ts';
+import { InvocationBatch, type GroupCommitter } from '../artifacts/group-commit.ts';
 import { newId } from '../ids.ts';
 import { Problem } from '../problem.ts';
 import { StageError, type StageOutcome } from '../stages/dispatcher.ts';
@@ -41,13 +41,14 @@ export async function invokeInstance(
   const startedAt = Date.now();
   const t0 = performance.now();
   const outcomes: StageOutcome[] = [];
+  const batch = new InvocationBatch(committer);
   const durables: Promise<void>[] = [];
   instance.lastUsedAt = Date.now();
   try {
     const { outcome, finished } = await instance.anchor!.invoke(request, {
       stage: async (stage, body, options): Promise<StageReply> => {
         try {
-          const result = await instance.stages.invoke(invocationId, stage, body, options);
+          const result = await instance.stages.invoke(invocationId, stage, body, { ...options, batch });
           outcomes.push(result);
           durables.push(result.durable);
           return {
@@ -113,7 +114,7 @@ export async function invokeInstance(
     const consoleText = (lines: { level: string; text: string }[], truncated: boolean) =>
       lines.map((l) => `[${l.level}] ${l.text}`).join('\n') + (truncated ? '\n[ebcc] console truncated' : '');
     if (summary) record.console = consoleText(summary.console, summary.consoleTruncated);
-    await Promise.all([...durables, committer.submit((tx) => tx.insert(invocations).values(record))]);
+    await Promise.all([...durables, batch.commit((tx) => tx.insert(invocations).values(record))]);
     record.timings.persist = round(performance.now() - tPersist);
     // Work the anchor left running (ctx.waitUntil) may still log; record that when it is done.
     if (!summary) {

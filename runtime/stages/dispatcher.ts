@@ -13,7 +13,7 @@ import {
   type TeeAdapter,
 } from '../../adapters/index.ts';
 import { enclaves, stageExecutions } from '../../db/schema.ts';
-import type { GroupCommitter, Write } from '../artifacts/group-commit.ts';
+import type { GroupCommitter, InvocationBatch, Write } from '../artifacts/group-commit.ts';
 import { LOG_LIMIT, storeBytes } from '../artifacts/records.ts';
 import { enclaveBinding } from '../evidence/binding.ts';
 import { newId } from '../ids.ts';
@@ -192,7 +192,8 @@ export class InstanceStages {
     invocationId: string,
     stageName: string,
     request: Uint8Array,
-    options: { nonce?: string } = {},
+    /** `batch`: persist with the invocation's other writes (the caller commits them) instead of alone. */
+    options: { nonce?: string; batch?: InvocationBatch } = {},
   ): Promise<StageOutcome> {
     if (this.stopped) throw new StageError('stopped', `instance ${this.cid} is stopped`, 503);
     const t0 = performance.now();
@@ -302,6 +303,7 @@ export class InstanceStages {
       timings,
       oneshot ? { checkpoint } : null,
       options.nonce,
+      options.batch,
     );
     const outcome = {
       executionId,
@@ -343,6 +345,7 @@ export class InstanceStages {
     /** For a oneshot enclave, destroyed already: its record is written with the execution. */
     oneshot: { checkpoint: Buffer | null } | null,
     nonce: string | undefined,
+    batch: InvocationBatch | undefined,
   ): Promise<void> {
     const { handle } = enclave;
     const writes: Write[] = [];
@@ -400,9 +403,10 @@ export class InstanceStages {
     writes.push((tx) =>
       tx.update(enclaves).set({ lastSeq: seq, chainHead }).where(eq(enclaves.eid, handle.eid)),
     );
-    return this.committer.submit(async (tx) => {
-      for (const write of writes) await write(tx);
-    });
+    const write: Write = async (tx) => {
+      for (const w of writes) await w(tx);
+    };
+    return batch ? batch.add(write) : this.committer.submit(write);
   }
 
   /** Stops live stage executions (kill). The instance serves nothing more afterwards. */

@@ -7,13 +7,14 @@ import { authenticate, hasScope } from '../../auth/tokens.ts';
 import { invokeInstance } from '../../lifecycle/invoke.ts';
 import { notFound, Problem } from '../../problem.ts';
 import { findFunction, versionById } from '../../../db/queries/functions.ts';
-import { parseManifest } from '../../manifest/index.ts';
+import { parseManifest, type Manifest } from '../../manifest/index.ts';
 import type { AppEnv, GatewayDeps } from '../context.ts';
 import { problemResponse } from '../middleware/problem.ts';
 
 const MiB = 1024 * 1024;
 export const MAX_INVOKE_BODY_BYTES = 8 * MiB;
 const ROUTE_CACHE_MS = 1_000;
+const MANIFEST_CACHE_ENTRIES = 1_000;
 
 async function readBody(request: Request, max: number): Promise<Uint8Array> {
   const declared = Number(request.headers.get('content-length') ?? NaN);
@@ -68,11 +69,24 @@ export function invokeRoutes(deps: GatewayDeps) {
     return routes.find((r) => r.match.test(path))?.name;
   };
 
+  // Versions are immutable, so a version's parsed manifest can be kept for as long as it is wanted.
+  const manifests = new Map<string, Manifest>();
+  const manifestOf = async (versionId: string): Promise<Manifest> => {
+    let manifest = manifests.get(versionId);
+    if (!manifest) {
+      const row = await versionById(deps.db, versionId);
+      if (!row) throw notFound('the active version');
+      manifest = parseManifest(row.manifest);
+      if (manifests.size >= MANIFEST_CACHE_ENTRIES) manifests.delete(manifests.keys().next().value!);
+      manifests.set(versionId, manifest);
+    }
+    return manifest;
+  };
+
   const invoke = async (c: Context<AppEnv>, name: string): Promise<Response> => {
     const fn = await findFunction(deps.db, name);
     if (!fn?.activeVersionId) throw notFound(`function "${name}"`);
-    const versionRow = await versionById(deps.db, fn.activeVersionId);
-    const manifest = parseManifest(versionRow!.manifest);
+    const manifest = await manifestOf(fn.activeVersionId);
     const headers = [...c.req.raw.headers].filter(([k]) => k !== 'authorization');
     if (!manifest.triggers.http.public) {
       const header = c.req.header('authorization');
