@@ -5,7 +5,8 @@ import { enclaves, functions, functionVersions, instances } from '../schema.ts';
 export type InstanceRow = typeof instances.$inferSelect;
 export type InstanceStatus = InstanceRow['status'];
 
-export async function instanceRow(db: Db, cid: string) {
+/** Instances with the name and version of what they run. */
+function instancesWithVersion(db: Db) {
   return db
     .select({
       instance: instances,
@@ -15,22 +16,15 @@ export async function instanceRow(db: Db, cid: string) {
     })
     .from(instances)
     .innerJoin(functions, eq(functions.id, instances.functionId))
-    .innerJoin(functionVersions, eq(functionVersions.id, instances.versionId))
-    .where(eq(instances.cid, cid))
-    .get();
+    .innerJoin(functionVersions, eq(functionVersions.id, instances.versionId));
+}
+
+export async function instanceRow(db: Db, cid: string) {
+  return instancesWithVersion(db).where(eq(instances.cid, cid)).get();
 }
 
 export async function listInstances(db: Db, tenantId: string, functionId?: string) {
-  return db
-    .select({
-      instance: instances,
-      functionName: functions.name,
-      version: functionVersions.version,
-      versionDigest: functionVersions.versionDigest,
-    })
-    .from(instances)
-    .innerJoin(functions, eq(functions.id, instances.functionId))
-    .innerJoin(functionVersions, eq(functionVersions.id, instances.versionId))
+  return instancesWithVersion(db)
     .where(
       and(eq(instances.tenantId, tenantId), functionId ? eq(instances.functionId, functionId) : undefined),
     )
