@@ -93,7 +93,6 @@ export async function invokeInstance(
       const problem = new Problem(status, slug, title, outcome.message, { invocationId });
       result = { status, headers: [], body: new Uint8Array(0), problem };
     }
-    const tPersist = performance.now();
     const summary = await Promise.race([finished, Promise.resolve(undefined)]);
     const record = {
       id: invocationId,
@@ -115,7 +114,6 @@ export async function invokeInstance(
       lines.map((l) => `[${l.level}] ${l.text}`).join('\n') + (truncated ? '\n[ebcc] console truncated' : '');
     if (summary) record.console = consoleText(summary.console, summary.consoleTruncated);
     await Promise.all([...durables, batch.commit((tx) => tx.insert(invocations).values(record))]);
-    record.timings.persist = round(performance.now() - tPersist);
     // Work the anchor left running (ctx.waitUntil) may still log; record that when it is done.
     if (!summary) {
       void finished.then(async (late) => {

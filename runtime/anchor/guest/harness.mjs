@@ -124,6 +124,7 @@ async function serve(id, header, body) {
     waitUntil: (promise) => void waits.push(Promise.resolve(promise)),
     passThroughOnException: () => {},
   });
+  let answer;
   try {
     const request = new Request(header.url, {
       method: header.method,
@@ -141,7 +142,7 @@ async function serve(id, header, body) {
       throw new TypeError(`the anchor's fetch() returned ${got}, not a Response`);
     }
     const bytes = new Uint8Array(await response.arrayBuffer());
-    send(
+    answer = encodeFrame(
       {
         t: 'response',
         id,
@@ -152,12 +153,20 @@ async function serve(id, header, body) {
       bytes,
     );
   } catch (error) {
-    send({
+    answer = encodeFrame({
       t: 'error',
       id,
       message: error instanceof Error ? `${error.name}: ${error.message}` : `thrown: ${format(error)}`,
     });
   }
+  if (waits.length === 0) {
+    // Nothing was left running: the invocation ends with its answer. Both frames go out in one write,
+    // so that the host has the whole invocation (console included) when it records it, in one commit,
+    // instead of recording the console later in a second one.
+    channel.write(Buffer.concat([answer, encodeFrame({ t: 'done', id, waitUntilErrors: [] })]));
+    return;
+  }
+  channel.write(answer);
   const settled = await Promise.allSettled(waits);
   const failed = settled
     .filter((s) => s.status === 'rejected')

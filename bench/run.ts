@@ -1,0 +1,168 @@
+/**
+ * `npm run bench`: runs the three benchmarks of issue 3, prints the numbers, writes the raw samples as
+ * CSV to bench/out/, and regenerates docs/benchmarks.md and docs/bench/*.svg from what was measured.
+ *
+ *   npm run bench                  the full run (about 2-3 minutes on 2 cores); regenerates the docs
+ *   npm run bench -- --quick       fewer rounds, for a smoke test; writes bench/out/ only
+ *   npm run bench -- --only=stage  any of stage,http,cold; writes bench/out/ only
+ *   npm run bench -- --report-only regenerates the docs from bench/out/results.json of a full run
+ *
+ * It exits non-zero, without writing the docs, when any measurement could not be taken.
+ */
+import { mkdir, readFile } from 'node:fs/promises';
+import os from 'node:os';
+import { join } from 'node:path';
+import { redisAnswers, startPrivateRedis, type PrivateRedis } from '../scripts/lib/redis-server.ts';
+import { runColdBench, type ColdBenchResult } from './cold-bench.ts';
+import { runHttpBench, type HttpBenchResult } from './http-bench.ts';
+import { analyze } from './lib/analysis.ts';
+import { machineInfo } from './lib/machine.ts';
+import { printAnalysis, writeCsvFiles, writeDocs, type RunInfo } from './lib/report.ts';
+import { runStageBench, type StageBenchResult } from './stage-bench.ts';
+import { evidenceDocs, printEvidence, runEvidenceBench, type EvidenceBenchResult } from './evidence-bench.ts';
+import { readFileSync, writeFileSync } from 'node:fs';
+
+const ROOT = join(import.meta.dirname, '..');
+const OUT = join(import.meta.dirname, 'out');
+const ALL = ['stage', 'http', 'cold'] as const;
+type Bench = (typeof ALL)[number];
+
+function parseArgs(argv: string[]): { quick: boolean; only: Bench[]; reportOnly: boolean } {
+  let quick = false;
+  let reportOnly = false;
+  let only: Bench[] = [...ALL];
+  for (const arg of argv) {
+    if (arg === '--quick') quick = true;
+    else if (arg === '--report-only') reportOnly = true;
+    else if (arg.startsWith('--only=')) {
+      const names = arg.slice('--only='.length).split(',');
+      for (const n of names)
+        if (!(ALL as readonly string[]).includes(n)) throw new Error(`unknown benchmark "${n}"`);
+      only = names as Bench[];
+    } else if (arg === '--help' || arg === '-h') {
+      console.log('usage: npm run bench [-- --quick] [-- --only=stage,http,cold] [-- --report-only]');
+      process.exit(0);
+    } else throw new Error(`unknown argument "${arg}" (try --help)`);
+  }
+  return { quick, only, reportOnly };
+}
+
+/** Rewrites the docs from the raw samples a previous full run saved (the analysis is recomputed). */
+async function reportOnly(): Promise<void> {
+  const path = join(OUT, 'results.json');
+  const saved = JSON.parse(await readFile(path, 'utf8')) as {
+    run: RunInfo;
+    raw: { stage?: StageBenchResult; http?: HttpBenchResult; cold?: ColdBenchResult };
+  };
+  const { run, raw } = saved;
+  if (run.quick || run.only.length !== ALL.length || !raw.stage || !raw.http || !raw.cold)
+    throw new Error(`${path} is not from a full run of all three benchmarks; run \`npm run bench\``);
+  const analysis = analyze(raw);
+  printAnalysis(analysis, run, console.log);
+  const written = await writeDocs(ROOT, { stage: raw.stage, http: raw.http, cold: raw.cold }, analysis, run);
+  const docs = join(ROOT, 'docs', 'benchmarks.md');
+  const evidence = JSON.parse(readFileSync(join(OUT, 'evidence.json'), 'utf8')) as EvidenceBenchResult;
+  writeFileSync(docs, evidenceDocs(readFileSync(docs, 'utf8'), evidence));
+  console.log(`\nwrote ${written.join(', ')} from the samples measured ${run.machine.date}`);
+}
+
+const PLAN = {
+  full: {
+    stage: { persistentRounds: 1000, oneshotRounds: 24 },
+    http: {
+      rounds: 600,
+      warmupRounds: 30,
+      profileRequests: 200,
+      componentRounds: 200,
+      attributionRounds: 300,
+    },
+    cold: { rounds: 16, settleMs: 50 },
+  },
+  quick: {
+    stage: { persistentRounds: 150, oneshotRounds: 5 },
+    http: { rounds: 100, warmupRounds: 10, profileRequests: 50, componentRounds: 50, attributionRounds: 50 },
+    cold: { rounds: 3, settleMs: 50 },
+  },
+};
+
+async function main(): Promise<void> {
+  const { quick, only, reportOnly: fromSaved } = parseArgs(process.argv.slice(2));
+  if (fromSaved) return reportOnly();
+  if (process.getuid?.() !== 0)
+    throw new Error(
+      'the benchmarks run stages and anchors in the sandbox, which needs root (see docs/security.md)',
+    );
+  const plan = quick ? PLAN.quick : PLAN.full;
+  await mkdir(OUT, { recursive: true });
+  const machine = machineInfo();
+  const started = performance.now();
+  const log = (line: string) => console.log(line);
+  log(
+    `EBCC benchmarks (${quick ? 'quick' : 'full'} run: ${only.join(', ')}) on ${machine.nproc}× ${machine.cpuModel}, node ${machine.node}, load average ${machine.loadAverageAtStart.join(' ')}`,
+  );
+  if (machine.loadAverageAtStart[0]! > machine.nproc * 0.5)
+    log(
+      `warning: the machine is busy (1-minute load ${machine.loadAverageAtStart[0]}); the numbers will be noisy`,
+    );
+
+  let redis: PrivateRedis | undefined;
+  let redisUrl = process.env.REDIS_URL ?? '';
+  if (!redisUrl || !(await redisAnswers(redisUrl))) {
+    redis = await startPrivateRedis();
+    redisUrl = redis.url;
+  }
+  let stage: StageBenchResult | undefined;
+  let http: HttpBenchResult | undefined;
+  let cold: ColdBenchResult | undefined;
+  const timed = async <T>(label: string, run: () => Promise<T>): Promise<T> => {
+    const t0 = performance.now();
+    const result = await run();
+    log(`  (${label}: ${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+    return result;
+  };
+  try {
+    if (only.includes('stage')) {
+      log('\n[1/3] stage request: EBCC vs native');
+      stage = await timed('stage', () => runStageBench({ ...plan.stage, log }));
+    }
+    if (only.includes('http')) {
+      log('\n[2/3] warm HTTP invocation: EBCC gateway vs plain Hono vs node:http');
+      http = await timed('http', () => runHttpBench({ ...plan.http, redisUrl, outDir: OUT, log }));
+    }
+    if (only.includes('cold')) {
+      log('\n[3/3] cold start vs warm start');
+      cold = await timed('cold', () => runColdBench({ ...plan.cold, redisUrl, outDir: OUT, log }));
+    }
+  } finally {
+    await redis?.dispose();
+  }
+  log('\n[4/4] evidence: creation and offline verification');
+  const evidence = await timed('evidence', () => runEvidenceBench(quick ? 3 : 9));
+  printEvidence(evidence, log);
+  writeFileSync(join(OUT, 'evidence.json'), `${JSON.stringify(evidence, null, 2)}\n`);
+  const run: RunInfo = {
+    machine,
+    quick,
+    only,
+    durationS: (performance.now() - started) / 1000,
+    loadAverageAtEnd: os.loadavg().map((v) => +v.toFixed(2)),
+    plan,
+  };
+  const analysis = analyze({ stage, http, cold });
+  await writeCsvFiles(OUT, { stage, http, cold }, analysis, run);
+  printAnalysis(analysis, run, log);
+  if (!quick && only.length === ALL.length) {
+    const written = await writeDocs(ROOT, { stage: stage!, http: http!, cold: cold! }, analysis, run);
+    const docs = join(ROOT, 'docs', 'benchmarks.md');
+    writeFileSync(docs, evidenceDocs(readFileSync(docs, 'utf8'), evidence));
+    log(`\nwrote ${written.join(', ')}`);
+  } else {
+    log('\n(docs/benchmarks.md is regenerated only by a full run of all three benchmarks)');
+  }
+  log(`raw samples and summaries: ${OUT}/`);
+}
+
+main().catch((error: Error) => {
+  console.error(`\nbenchmark FAILED: ${error.stack ?? error.message}`);
+  process.exit(1);
+});
