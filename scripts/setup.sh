@@ -3,7 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debian_packages=(redis-server bubblewrap tini openssl util-linux)
+# python3 runs python stages in the sim sandbox (and sandbox tests); the rest: Redis, the sandbox, the
+# supervisor, TLS test certificates, setpriv.
+debian_packages=(redis-server bubblewrap tini openssl util-linux python3-minimal)
 missing=()
 for pkg in "${debian_packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
