@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { encodeFrame, FrameReader, type Frame } from '../../runtime/anchor/guest/wire.mjs';
 import { spawnSandboxed, type SandboxExit, type SandboxProcess } from '../../runtime/sandbox/index.ts';
 import type {
@@ -199,5 +198,3 @@ function describe(exit: SandboxExit): string {
     exit.detail ?? (exit.signal ? `killed by ${exit.signal}` : `${exit.reason} (exit code ${exit.code})`)
   );
 }
-
-export const digestOf = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest();
