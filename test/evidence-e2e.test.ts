@@ -8,10 +8,10 @@ import { EXIT } from '../runtime/cli/errors.ts';
 import {
   api,
   cleanupAll,
-  sampleBundle,
-  startTestGateway,
+  postJson,
+  sampleOrder,
+  startSampleGateway,
   tempDir,
-  upload,
   type TestGateway,
 } from './helpers/env.ts';
 import { runEbcc } from './helpers/process.ts';
@@ -21,31 +21,16 @@ let token: string;
 let anchorFile: string;
 
 beforeAll(async () => {
-  gw = await startTestGateway();
-  token = await gw.token('acme', ['admin']);
-  expect((await upload(gw.url, token, await sampleBundle())).status).toBe(201);
+  ({ gw, token } = await startSampleGateway());
   configureAdapters({ dataDir: gw.home });
   anchorFile = join(await tempDir(), 'trust-anchor.json');
   await writeFile(anchorFile, JSON.stringify(trustAnchors()[0]!.anchor));
 });
 afterAll(cleanupAll);
 
-const order = (id: string) => ({
-  orderId: id,
-  amountCents: 990,
-  currency: 'EUR',
-  items: [{ sku: 'pen', qty: 3 }],
-});
-
 async function invoke(id: string, nonce?: string) {
-  const response = await fetch(`${gw.url}/fn/order-signer`, {
-    method: 'POST',
-    headers: {
-      authorization: `Bearer ${token}`,
-      'content-type': 'application/json',
-      ...(nonce ? { 'x-ebcc-nonce': nonce } : {}),
-    },
-    body: JSON.stringify(order(id)),
+  const response = await postJson(gw.url, '/fn/order-signer', token, sampleOrder(id), {
+    ...(nonce ? { 'x-ebcc-nonce': nonce } : {}),
   });
   expect(response.status).toBe(200);
   return response.headers.get('x-ebcc-invocation')!;
@@ -137,14 +122,8 @@ describe('evidence, end to end on sim', () => {
   }, 60_000);
 
   it('refuses a nonce that is not 8 to 64 bytes of hex (the sample anchor lets the StageError through)', async () => {
-    const response = await fetch(`${gw.url}/fn/order-signer`, {
-      method: 'POST',
-      headers: {
-        authorization: `Bearer ${token}`,
-        'content-type': 'application/json',
-        'x-ebcc-nonce': 'not-hex',
-      },
-      body: JSON.stringify(order('n-1')),
+    const response = await postJson(gw.url, '/fn/order-signer', token, sampleOrder('n-1'), {
+      'x-ebcc-nonce': 'not-hex',
     });
     expect(response.status).toBe(502);
     const problem = await response.json();
@@ -170,22 +149,12 @@ describe('evidence, end to end on sim', () => {
   }, 30_000);
 
   it('points to the evidence from every response, and embeds it when asked', async () => {
-    const plain = await fetch(`${gw.url}/fn/order-signer`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify(order('h-1')),
-    });
+    const plain = await postJson(gw.url, '/fn/order-signer', token, sampleOrder('h-1'));
     const id = plain.headers.get('x-ebcc-invocation');
     expect(plain.headers.get('x-ebcc-evidence')).toBe(`/v1/invocations/${id}/evidence`);
     expect(plain.headers.get('x-ebcc-evidence-bundle')).toBeNull();
-    const embedded = await fetch(`${gw.url}/fn/order-signer`, {
-      method: 'POST',
-      headers: {
-        authorization: `Bearer ${token}`,
-        'content-type': 'application/json',
-        'x-ebcc-evidence': 'embed',
-      },
-      body: JSON.stringify(order('h-2')),
+    const embedded = await postJson(gw.url, '/fn/order-signer', token, sampleOrder('h-2'), {
+      'x-ebcc-evidence': 'embed',
     });
     expect(embedded.status).toBe(200);
     expect(embedded.headers.get('x-ebcc-evidence-embedded')).toBe('gzip+base64url');

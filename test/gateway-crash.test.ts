@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { migrateDatabase, openDatabase } from '../db/client.ts';
 import { ensureTenant, issueToken } from '../runtime/auth/tokens.ts';
-import { api, cleanupAll, sampleBundle, tempDir, upload } from './helpers/env.ts';
+import { api, cleanupAll, sampleBundle, tempDir, upload, postJson, sampleOrder } from './helpers/env.ts';
 import { spawnServer } from './helpers/process.ts';
 
 afterAll(cleanupAll);
@@ -40,16 +40,7 @@ describe('the gateway killed with SIGKILL and restarted', () => {
     expect((await upload(first.url, token, await sampleBundle())).status).toBe(201);
     const ids: string[] = [];
     for (let i = 0; i < 5; i++) {
-      const response = await fetch(`${first.url}/fn/order-signer`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({
-          orderId: `o-${i}`,
-          amountCents: 100,
-          currency: 'EUR',
-          items: [{ sku: 'a', qty: 1 }],
-        }),
-      });
+      const response = await postJson(first.url, '/fn/order-signer', token, sampleOrder(`o-${i}`));
       expect(response.status).toBe(200);
       ids.push(response.headers.get('x-ebcc-invocation')!);
     }
@@ -78,16 +69,7 @@ describe('the gateway killed with SIGKILL and restarted', () => {
         const request = Buffer.from(record.body.executions[0].request.base64, 'base64').toString();
         expect(JSON.parse(request).orderId).toBe(`o-${i}`);
       }
-      const again = await fetch(`${second.url}/fn/order-signer`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({
-          orderId: 'after',
-          amountCents: 100,
-          currency: 'EUR',
-          items: [{ sku: 'a', qty: 1 }],
-        }),
-      });
+      const again = await postJson(second.url, '/fn/order-signer', token, sampleOrder('after'));
       expect(again.status).toBe(200);
       expect(again.headers.get('x-ebcc-start')).toBe('cold');
       const eids = await api(

@@ -1,24 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { api, cleanupAll, sampleBundle, startTestGateway, upload, type TestGateway } from './helpers/env.ts';
+import { api, cleanupAll, postJson, startSampleGateway, type TestGateway } from './helpers/env.ts';
 
 let gw: TestGateway;
 let token: string;
 
 beforeAll(async () => {
-  gw = await startTestGateway();
-  token = await gw.token('acme', ['admin']);
-  expect((await upload(gw.url, token, await sampleBundle())).status).toBe(201);
+  ({ gw, token } = await startSampleGateway());
 });
 afterAll(cleanupAll);
 
 const order = { orderId: 'o-1', amountCents: 1250, currency: 'EUR', items: [{ sku: 'book', qty: 2 }] };
 
 async function invoke(path: string, body: unknown, auth = token) {
-  const response = await fetch(`${gw.url}${path}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${auth}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
+  const response = await postJson(gw.url, path, auth, body);
   const text = await response.text();
   return { response, body: text ? JSON.parse(text) : null };
 }

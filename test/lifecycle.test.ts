@@ -1,14 +1,21 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enclaves } from '../db/schema.ts';
-import { api, cleanupAll, sampleBundle, startTestGateway, upload, type TestGateway } from './helpers/env.ts';
+import {
+  api,
+  cleanupAll,
+  postJson,
+  sampleBundle,
+  sampleOrder,
+  startSampleGateway,
+  upload,
+  type TestGateway,
+} from './helpers/env.ts';
 
 let gw: TestGateway;
 let token: string;
 
 beforeAll(async () => {
-  gw = await startTestGateway();
-  token = await gw.token('acme', ['admin']);
-  expect((await upload(gw.url, token, await sampleBundle())).status).toBe(201);
+  ({ gw, token } = await startSampleGateway());
 });
 afterAll(cleanupAll);
 
@@ -119,11 +126,7 @@ describe('composite lifecycle (OCI semantics)', () => {
   it('routes invocations to an instance the operator started, as a warm hit', async () => {
     const { id } = await create();
     await api(gw.url, token, 'POST', `/v1/instances/${id}/start`);
-    const response = await fetch(`${gw.url}/fn/order-signer`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ orderId: 'x', amountCents: 1, currency: 'EUR', items: [{ sku: 'a', qty: 1 }] }),
-    });
+    const response = await postJson(gw.url, '/fn/order-signer', token, sampleOrder('x'));
     expect(response.status).toBe(200);
     expect(response.headers.get('x-ebcc-start')).toBe('warm');
     expect(response.headers.get('x-ebcc-cid')).toBe(id);
@@ -154,11 +157,7 @@ describe('composite lifecycle (OCI semantics)', () => {
   it('deleting a function with force stops and deletes its live instances first', async () => {
     const other = await upload(gw.url, token, await sampleBundle((m) => (m.name = 'short-lived')));
     expect(other.status).toBe(201);
-    const response = await fetch(`${gw.url}/fn/short-lived`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ orderId: 'x', amountCents: 1, currency: 'EUR', items: [{ sku: 'a', qty: 1 }] }),
-    });
+    const response = await postJson(gw.url, '/fn/short-lived', token, sampleOrder('x'));
     expect(response.status).toBe(200);
     const cid = response.headers.get('x-ebcc-cid')!;
     const { pid } = (await api(gw.url, token, 'GET', `/v1/instances/${cid}`)).body;

@@ -1,4 +1,4 @@
-import { and, asc, eq, inArray, isNotNull } from 'drizzle-orm';
+import { and, asc, inArray, isNotNull } from 'drizzle-orm';
 import type { Db } from '../client.ts';
 import { enclaves, stageExecutions } from '../schema.ts';
 
@@ -20,8 +20,4 @@ export async function chainEntries(db: Db, eids: number[]) {
     .from(stageExecutions)
     .where(and(inArray(stageExecutions.eid, eids), isNotNull(stageExecutions.evidence)))
     .orderBy(asc(stageExecutions.eid), asc(stageExecutions.seq));
-}
-
-export async function setEnclaveCheckpoint(db: Db, eid: number, checkpoint: Buffer): Promise<void> {
-  await db.update(enclaves).set({ finalCheckpoint: checkpoint }).where(eq(enclaves.eid, eid));
 }

@@ -1,4 +1,4 @@
-import { blobs, enclaves, stageExecutions } from '../../db/schema.ts';
+import { blobs } from '../../db/schema.ts';
 import { sha256Digest } from '../registry/digest.ts';
 import type { Write } from './group-commit.ts';
 
@@ -23,6 +23,3 @@ export function storeBytes(bytes: Uint8Array, blobWrites: Write[]): StoredBytes 
   );
   return { digest, inline: null, blob: digest, size: buffer.length };
 }
-
-export type StageExecutionRow = typeof stageExecutions.$inferInsert;
-export type EnclaveRow = typeof enclaves.$inferInsert;

@@ -116,3 +116,36 @@ export async function api(
   const text = await response.text();
   return { status: response.status, body: text ? JSON.parse(text) : null, headers: response.headers };
 }
+
+/** An order the sample function (functions/order-signer) accepts. */
+export const sampleOrder = (orderId: string) => ({
+  orderId,
+  amountCents: 990,
+  currency: 'EUR',
+  items: [{ sku: 'pen', qty: 3 }],
+});
+
+/** POSTs a JSON body to a gateway path with a bearer token, as an HTTP client invokes a function. */
+export function postJson(
+  url: string,
+  path: string,
+  token: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<Response> {
+  return fetch(`${url}${path}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+}
+
+/** A gateway with the sample function deployed by an admin of tenant "acme". */
+export async function startSampleGateway(): Promise<{ gw: TestGateway; token: string }> {
+  const gw = await startTestGateway();
+  const token = await gw.token('acme', ['admin']);
+  const deployed = await upload(gw.url, token, await sampleBundle());
+  if (deployed.status !== 201)
+    throw new Error(`deploying the sample failed: ${JSON.stringify(deployed.body)}`);
+  return { gw, token };
+}
