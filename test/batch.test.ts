@@ -4,13 +4,18 @@ import { Queue } from 'bullmq';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { batchItems, invocations } from '../db/schema.ts';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { redisOptions } from '../runtime/batch/redis.ts';
+import { progressLine } from '../runtime/cli/commands/batch.ts';
+import { runEbcc } from './helpers/process.ts';
 import {
   api,
   cleanupAll,
   sampleBundle,
   sampleOrder,
   startTestGateway,
+  tempDir,
   upload,
   type TestGateway,
 } from './helpers/env.ts';
@@ -238,4 +243,50 @@ describe('queue triggers', () => {
       await producer.close();
     }
   });
+});
+
+describe('ebcc batch', () => {
+  it('submits a file and waits with plain progress lines off a terminal; status and wait report failures', async () => {
+    const dir = await tempDir('ebcc-batch-cli-');
+    const file = join(dir, 'orders.ndjson');
+    await writeFile(file, [sampleOrder('c-1'), sampleOrder('c-2')].map((o) => JSON.stringify(o)).join('\n'));
+    const env = { EBCC_URL: gw.url, EBCC_TOKEN: token };
+    const ok = await runEbcc(['batch', 'submit', 'order-signer', file, '--wait'], env);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stderr).toMatch(/^batch bat_\S+: 2\/2 \(100\.0%\) ok 2 failed 0 dead 0 queued 0$/m);
+    expect(ok.stderr.includes('\r') || ok.stderr.includes('\u001b')).toBe(false);
+    expect(ok.stdout).toMatch(/2 succeeded, 0 failed, 0 dead, 0 queued of 2/);
+
+    const bad = join(dir, 'bad.json');
+    await writeFile(bad, JSON.stringify([sampleOrder('c-3'), { ...sampleOrder('c-4'), currency: 'XXX' }]));
+    const submitted = await runEbcc(['batch', 'submit', 'order-signer', bad, '--json'], env);
+    expect(submitted.code, submitted.stderr).toBe(0);
+    const { id } = JSON.parse(submitted.stdout);
+    const waited = await runEbcc(['batch', 'wait', id, '--quiet'], env);
+    expect(waited.code).toBe(1);
+    expect(waited.stdout).toMatch(/#1 itm_\S+ failed after 1 attempt\(s\): the function answered 422/);
+    const status = await runEbcc(['batch', 'status', id, '--json'], env);
+    expect(status.code).toBe(0);
+    expect(JSON.parse(status.stdout).counts).toEqual({ queued: 0, succeeded: 1, failed: 1, dead: 0 });
+    const missing = await runEbcc(['batch', 'status', 'bat_missing'], env);
+    expect(missing.code).toBe(5);
+    expect(missing.stderr).toMatch(/batch bat_missing does not exist/);
+  });
+});
+
+it('draws a progress bar for a terminal and a plain line otherwise', () => {
+  const s = {
+    id: 'bat_x',
+    function: 'f',
+    total: 8,
+    counts: { queued: 4, succeeded: 3, failed: 1, dead: 0 },
+    done: 4,
+    percentDone: 50,
+    complete: false,
+    failures: [],
+  };
+  expect(progressLine(s, true)).toBe(
+    `[${'#'.repeat(15)}${'.'.repeat(15)}] 4/8 (50.0%) ok 3 failed 1 dead 0 queued 4`,
+  );
+  expect(progressLine(s, false)).toBe('batch bat_x: 4/8 (50.0%) ok 3 failed 1 dead 0 queued 4');
 });

@@ -178,7 +178,12 @@ export class BatchWorkers {
       const fn = fns.find((f) => f.name === functionName && f.versionId === versionId);
       const cron = fn && parseManifest(fn.manifest).triggers.cron[trigger];
       if (!fn || !cron) return undefined; // a tick of a schedule since replaced or deleted
-      return this.newItem(id, fn, 'cron', CRON_QUEUE, cron.path, cron.retry, cron.input ?? null);
+      // A scheduler's job id ends with its tick's time: kept as the item's sequence number.
+      const tick = Number(/:(\d+)$/.exec(job.id!)?.[1] ?? job.timestamp);
+      return {
+        ...this.newItem(id, fn, 'cron', CRON_QUEUE, cron.path, cron.retry, cron.input ?? null),
+        seq: tick,
+      };
     }
     const target = this.queueTargets.get(job.queueName);
     const fn = target && fns.find((f) => f.name === target.name);
