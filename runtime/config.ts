@@ -25,6 +25,9 @@ const envSchema = z.object({
     .max(1024 * MiB)
     .default(64 * MiB),
   EBCC_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  EBCC_MAX_CONNECTIONS: z.coerce.number().int().min(1).max(1_000_000).default(16_384),
+  EBCC_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(10_000),
+  EBCC_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(300_000),
 });
 
 export interface Config {
@@ -37,6 +40,8 @@ export interface Config {
   tls: { cert: string; key: string } | undefined;
   maxBundleBytes: number;
   logLevel: z.output<typeof envSchema>['EBCC_LOG_LEVEL'];
+  /** What one client may hold of the server: connections, and how long it may take to send a request. */
+  connections: { max: number; headersTimeoutMs: number; requestTimeoutMs: number };
 }
 
 export class ConfigError extends Error {}
@@ -62,6 +67,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     tls: e.EBCC_TLS_CERT && e.EBCC_TLS_KEY ? { cert: e.EBCC_TLS_CERT, key: e.EBCC_TLS_KEY } : undefined,
     maxBundleBytes: e.EBCC_MAX_BUNDLE_BYTES,
     logLevel: e.EBCC_LOG_LEVEL,
+    connections: {
+      max: e.EBCC_MAX_CONNECTIONS,
+      headersTimeoutMs: e.EBCC_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: e.EBCC_REQUEST_TIMEOUT_MS,
+    },
     ...overrides,
   };
 }
