@@ -9,6 +9,8 @@ import { configureAdapters } from '../../adapters/index.ts';
 import { migrateDatabase, openDatabase } from '../../db/client.ts';
 import { ProcessAnchorExecutor } from '../anchor/process-executor.ts';
 import { GroupCommitter } from '../artifacts/group-commit.ts';
+import { BatchProducer } from '../batch/producer.ts';
+import { startBatchWorkers } from '../batch/worker.ts';
 import { CompositeManager } from '../lifecycle/manager.ts';
 import { LocalPool } from '../pool/local-pool.ts';
 import { EidAllocator } from '../stages/eid-allocator.ts';
@@ -59,7 +61,31 @@ export async function startGateway(
   });
   await manager.reconcile();
   const pool = new LocalPool(manager);
-  const app = createApp({ database, db: database.db, config, logger, redis, committer, manager, pool });
+  const batches = new BatchProducer(config.redisUrl, config.queuePrefix, logger);
+  // The single-node default: this process also runs the batch workers (`EBCC_BATCH_WORKERS=0` to not).
+  const workers = config.batchWorkers
+    ? await startBatchWorkers({
+        db: database.db,
+        committer,
+        pool,
+        logger,
+        redisUrl: config.redisUrl,
+        prefix: config.queuePrefix,
+        concurrency: config.batchConcurrency,
+        lockDurationMs: config.batchLockMs,
+      })
+    : undefined;
+  const app = createApp({
+    database,
+    db: database.db,
+    config,
+    logger,
+    redis,
+    committer,
+    manager,
+    pool,
+    batches,
+  });
   const tls = config.tls
     ? { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert) }
     : undefined;
@@ -94,6 +120,8 @@ export async function startGateway(
       http.closeIdleConnections();
       const cutoff = setTimeout(() => http.closeAllConnections(), 5_000);
       void closed.then(() => clearTimeout(cutoff));
+      await workers?.close();
+      await batches.close();
       pool.close();
       await manager.shutdown();
       await closed;

@@ -27,6 +27,21 @@ function routeMatcher(pattern: string): RegExp {
   return new RegExp(`^${escaped}(/.*)?$`);
 }
 
+/**
+ * Headers that describe the connection or the message framing, which the gateway owns: an anchor's
+ * `content-length: 5` on an empty body would otherwise cut the client's connection.
+ */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'content-length',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
 /** Evidence small enough rides in the response itself, for callers that cannot make a second request. */
 export const MAX_EMBEDDED_EVIDENCE_BYTES = 64 * 1024;
 
@@ -125,7 +140,7 @@ export function invokeRoutes(deps: GatewayDeps) {
         result.status === 204 || result.status === 304 ? null : new Uint8Array(result.body),
         {
           status: result.status,
-          headers: result.headers,
+          headers: result.headers.filter(([k]) => !HOP_BY_HOP.has(k.toLowerCase())),
         },
       );
       for (const [k, v] of Object.entries(trace)) response.headers.set(k, v);
