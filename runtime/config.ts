@@ -47,10 +47,8 @@ export interface Config {
   tls: { cert: string; key: string } | undefined;
   maxBundleBytes: number;
   logLevel: z.output<typeof envSchema>['EBCC_LOG_LEVEL'];
-<<<<<<< HEAD
   /** What one client may hold of the server: connections, and how long it may take to send a request. */
   connections: { max: number; headersTimeoutMs: number; requestTimeoutMs: number };
-=======
   /** BullMQ key prefix of every queue (BullMQ's own default, so that plain producers need no setting). */
   queuePrefix: string;
   /** Whether this process runs the batch workers (queue, batch and cron jobs) besides serving. */
@@ -58,7 +56,6 @@ export interface Config {
   batchConcurrency: number;
   /** A dead worker's jobs run again after about this long. */
   batchLockMs: number;
->>>>>>> main
 }
 
 export class ConfigError extends Error {}
@@ -84,18 +81,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     tls: e.EBCC_TLS_CERT && e.EBCC_TLS_KEY ? { cert: e.EBCC_TLS_CERT, key: e.EBCC_TLS_KEY } : undefined,
     maxBundleBytes: e.EBCC_MAX_BUNDLE_BYTES,
     logLevel: e.EBCC_LOG_LEVEL,
-<<<<<<< HEAD
     connections: {
       max: e.EBCC_MAX_CONNECTIONS,
       headersTimeoutMs: e.EBCC_HEADERS_TIMEOUT_MS,
       requestTimeoutMs: e.EBCC_REQUEST_TIMEOUT_MS,
     },
-=======
     queuePrefix: e.EBCC_QUEUE_PREFIX,
     batchWorkers: e.EBCC_BATCH_WORKERS === '1',
     batchConcurrency: e.EBCC_BATCH_CONCURRENCY,
     batchLockMs: e.EBCC_BATCH_LOCK_MS,
->>>>>>> main
     ...overrides,
   };
 }
