@@ -265,14 +265,14 @@ export async function runBatchBench(options: {
   return { date: new Date().toISOString(), pool, levels, loadAverage, ...(profile ? { profile } : {}) };
 }
 
-const SECTION = '## 5. Batch throughput';
+const SECTION = '## 6. Batch throughput';
 
 /** Splices the batch target row and section into docs/benchmarks.md, replacing an earlier one. */
 export function batchDocs(markdown: string, r: BatchBenchResult): string {
   const best = r.levels.reduce((a, b) => (b.jobsPerS > a.jobsPerS ? b : a));
   const pass = best.jobsPerS >= BATCH_TARGET_JOBS_PER_S;
   const lines = markdown.split('\n').filter((l) => !l.startsWith('| Batch throughput'));
-  const start = lines.findIndex((l) => l.startsWith(SECTION));
+  const start = lines.findIndex((l) => /^## \d+\. Batch throughput/.test(l));
   if (start >= 0) {
     let end = start + 1;
     while (end < lines.length && !lines[end]!.startsWith('## ')) end++;
