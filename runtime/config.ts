@@ -24,6 +24,10 @@ const envSchema = z.object({
     .min(1024)
     .max(1024 * MiB)
     .default(64 * MiB),
+  /** The key-encryption key file (32 bytes, mode 0600); made on first start when it is the default one. */
+  EBCC_KEK_FILE: z.string().min(1).optional(),
+  /** How often the retention sweep runs (a BullMQ repeatable job). */
+  EBCC_RETENTION_INTERVAL_MS: z.coerce.number().int().min(1_000).max(86_400_000).default(3_600_000),
   EBCC_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -36,6 +40,9 @@ export interface Config {
   port: number;
   tls: { cert: string; key: string } | undefined;
   maxBundleBytes: number;
+  /** The KEK file; `create` only for the default path under the home (a configured one must exist). */
+  kek: { file: string; create: boolean };
+  retentionIntervalMs: number;
   logLevel: z.output<typeof envSchema>['EBCC_LOG_LEVEL'];
 }
 
@@ -61,6 +68,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     port: e.EBCC_PORT,
     tls: e.EBCC_TLS_CERT && e.EBCC_TLS_KEY ? { cert: e.EBCC_TLS_CERT, key: e.EBCC_TLS_KEY } : undefined,
     maxBundleBytes: e.EBCC_MAX_BUNDLE_BYTES,
+    kek: e.EBCC_KEK_FILE
+      ? { file: resolve(e.EBCC_KEK_FILE), create: false }
+      : { file: resolve(home, 'keys', 'kek'), create: true },
+    retentionIntervalMs: e.EBCC_RETENTION_INTERVAL_MS,
     logLevel: e.EBCC_LOG_LEVEL,
     ...overrides,
   };

@@ -3,6 +3,7 @@ import { configFrom, registerAdminCommands } from './commands/admin.ts';
 import { registerEvidenceCommands } from './commands/evidence.ts';
 import { registerFunctionCommands } from './commands/functions.ts';
 import { registerInstanceCommands } from './commands/instances.ts';
+import { registerTenantCommands } from './commands/tenants.ts';
 import { CliError, EXIT } from './errors.ts';
 
 export function buildProgram(): Command {
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
   registerAdminCommands(program);
   registerFunctionCommands(program);
   registerInstanceCommands(program);
+  registerTenantCommands(program);
   registerEvidenceCommands(program, () => configFrom(program));
   program.commands.forEach(function exitOverrideAll(cmd: Command) {
     cmd.exitOverride();

@@ -4,6 +4,7 @@ import type { Principal } from '../auth/tokens.ts';
 import type { GroupCommitter } from '../artifacts/group-commit.ts';
 import type { Config } from '../config.ts';
 import type { CompositeManager } from '../lifecycle/manager.ts';
+import type { DataKeyring } from '../keys/data-keys.ts';
 import type { Logger } from '../log.ts';
 import type { LocalPool } from '../pool/local-pool.ts';
 
@@ -16,6 +17,7 @@ export interface GatewayDeps {
   committer: GroupCommitter;
   manager: CompositeManager;
   pool: LocalPool;
+  keyring: DataKeyring;
 }
 
 export interface AppEnv {

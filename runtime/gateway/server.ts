@@ -15,6 +15,8 @@ import type { Config } from '../config.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { prepareHome } from '../home.ts';
 import { createApp } from './app.ts';
+import { DataKeyring } from '../keys/data-keys.ts';
+import { openKekProvider } from '../keys/provider.ts';
 
 export interface RunningGateway {
   url: string;
@@ -44,6 +46,7 @@ export async function startGateway(
     .catch((error: Error) =>
       logger.warn({ redis: config.redisUrl, err: error.message }, 'redis unavailable at start'),
     );
+  const keyring = new DataKeyring(database, openKekProvider(config));
   const committer = new GroupCommitter(database.db);
   const hostId = process.env.EBCC_NODE_ID ?? hostname();
   const manager = new CompositeManager({
@@ -54,10 +57,21 @@ export async function startGateway(
     home: config.home,
     hostId,
     logger,
+    keyring,
   });
   await manager.reconcile();
   const pool = new LocalPool(manager);
-  const app = createApp({ database, db: database.db, config, logger, redis, committer, manager, pool });
+  const app = createApp({
+    database,
+    db: database.db,
+    config,
+    logger,
+    redis,
+    committer,
+    manager,
+    pool,
+    keyring,
+  });
   const tls = config.tls
     ? { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert) }
     : undefined;

@@ -15,8 +15,11 @@ import {
 import { enclaves, stageExecutions } from '../../db/schema.ts';
 import type { GroupCommitter, InvocationBatch, Write } from '../artifacts/group-commit.ts';
 import { LOG_LIMIT, storeBytes } from '../artifacts/records.ts';
+import { artifactSealer, type ArtifactSealing } from '../artifacts/sealing.ts';
+import type { DataKey } from '../keys/data-keys.ts';
 import { enclaveBinding } from '../evidence/binding.ts';
 import { newId } from '../ids.ts';
+import { sha256Digest } from '../registry/digest.ts';
 import type { EidAllocator } from './eid-allocator.ts';
 import type { RequestValidator } from './request-schema.ts';
 
@@ -45,6 +48,8 @@ export class StageError extends Error {
 export interface StageBinding {
   image: StageImage;
   validate: RequestValidator | null;
+  /** Which artifacts are sealed at rest with the tenant's data key; absent: all stored in clear. */
+  sealing?: ArtifactSealing;
 }
 
 export interface StageTimings {
@@ -224,6 +229,19 @@ export class InstanceStages {
       throw new StageError('request-invalid', 'the nonce must be 8 to 64 bytes, written as hex', 400);
     }
     const nonce = options.nonce === undefined ? undefined : Buffer.from(options.nonce, 'hex');
+    // The data key is fetched before the stage runs: without it nothing is run that could not be stored sealed.
+    let dataKey: DataKey | undefined;
+    if (binding.sealing?.artifacts.size) {
+      try {
+        dataKey = await binding.sealing.dataKey();
+      } catch (error) {
+        throw new StageError(
+          'backend-unavailable',
+          `the tenant's data key is unavailable, so stage "${stageName}" cannot seal its artifacts: ${(error as Error).message}`,
+          503,
+        );
+      }
+    }
     const validateMs = ms(t0);
 
     const t1 = performance.now();
@@ -304,6 +322,7 @@ export class InstanceStages {
       oneshot ? { checkpoint } : null,
       options.nonce,
       options.batch,
+      dataKey && binding.sealing ? { key: dataKey, artifacts: binding.sealing.artifacts } : undefined,
     );
     const outcome = {
       executionId,
@@ -346,14 +365,20 @@ export class InstanceStages {
     oneshot: { checkpoint: Buffer | null } | null,
     nonce: string | undefined,
     batch: InvocationBatch | undefined,
+    sealing: { key: DataKey; artifacts: ArtifactSealing['artifacts'] } | undefined,
   ): Promise<void> {
     const { handle } = enclave;
     const writes: Write[] = [];
     if (oneshot) writes.push(enclaveRecord(enclave, Date.now(), oneshot.checkpoint));
-    const req = storeBytes(request, writes);
-    const res = storeBytes(result.response, writes);
-    const log = Buffer.from(result.log.subarray(0, LOG_LIMIT));
-    const logDigest = storeBytes(log, []).digest;
+    const sealer = (artifact: 'request' | 'response' | 'log') =>
+      sealing?.artifacts.has(artifact) ? artifactSealer(sealing.key.key, executionId, artifact) : undefined;
+    const req = storeBytes(request, writes, sealer('request'));
+    const res = storeBytes(result.response, writes, sealer('response'));
+    const logPlain = Buffer.from(result.log.subarray(0, LOG_LIMIT));
+    const logDigest = sha256Digest(logPlain);
+    const sealLog = sealer('log');
+    // The log always stays in its row, sealed or not.
+    const log = sealLog ? sealLog(logDigest, logPlain) : logPlain;
     const metadata = {
       cid: this.cid,
       eid: handle.eid,
@@ -397,6 +422,8 @@ export class InstanceStages {
         exitCode: result.exit.code,
         evidence: result.evidence ? Buffer.from(result.evidence) : null,
         boundMetadata: result.boundMetadata ? Buffer.from(result.boundMetadata) : null,
+        sealedWith: sealing?.key.id ?? null,
+        sealed: sealing ? [...sealing.artifacts] : null,
       }),
     );
     const chainHead = result.evidence ? sha256(result.evidence).toString('hex') : null;
