@@ -47,14 +47,18 @@ export class ShimEnclave {
     this.proc = spawnSandboxed({
       ...sandbox,
       argv: [
-        process.execPath,
+        '/.ebcc-node',
         '--max-semi-space-size=2',
         '/.ebcc-shim/sim-shim.mjs',
         image.mode,
         '--',
         ...sandbox.argv,
       ],
-      binds: [...sandbox.binds, { host: shim.dir, sandbox: '/.ebcc-shim' }],
+      binds: [
+        ...sandbox.binds,
+        { host: shim.dir, sandbox: '/.ebcc-shim' },
+        { host: shim.runtime, sandbox: '/.ebcc-node' },
+      ],
     });
     this.proc.stdin.on('error', () => undefined);
     this.proc.stdout.on('data', (chunk: Buffer) => {
@@ -168,6 +172,9 @@ export class ShimEnclave {
     const boundMetadata = take(metadataLength);
     const evidence = got.body.subarray(at);
     const exit: StageExit = { ...header.exit };
+    // The kernel's OOM killer ends the stage with SIGKILL; the shim, which survives, sees only that.
+    if (exit.reason === 'crashed' && exit.signal === 'SIGKILL' && this.proc.oomKills() > 0)
+      Object.assign(exit, { reason: 'memory', detail: 'the stage ran out of memory (OOM kill)' });
     if (exit.reason !== 'exit' && this.image.mode === 'persistent') this.proc.kill();
     return { response, log, exit, evidence, boundMetadata };
   }

@@ -30,7 +30,10 @@ export const bundlePath = z
   .refine((p) => !p.includes('\\') && !p.includes('\0'), 'must not contain backslashes or NUL')
   .refine((p) => !p.startsWith('/'), 'must be relative to the bundle root')
   .refine((p) => !p.split('/').includes('..'), 'must not contain ".." segments')
-  .refine((p) => posix.normalize(p) === p && p !== '.' && !p.startsWith('./'), 'must be a normalized path');
+  .refine(
+    (p) => posix.normalize(p) === p && p !== '.' && !p.startsWith('./') && !p.endsWith('/'),
+    'must be a normalized path',
+  );
 
 const intRange = (min: number, max: number) => z.number().int().min(min).max(max);
 

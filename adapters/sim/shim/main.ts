@@ -10,6 +10,7 @@ import { signCheckpoint, signExecution, genesisDigest } from '../../../runtime/e
 import { canonicalJson } from '../../../runtime/util/canonical-json.ts';
 import { encodeFrame, FrameReader } from '../../../runtime/anchor/guest/wire.mjs';
 import type { ExecutionContext, HostToShim, ShimExit, ShimToHost } from './protocol.ts';
+import { StageFrameReader } from './stage-frames.ts';
 
 // Equal to the runtime's stored log limit, so that the log a verifier gets is the log that was signed.
 const LOG_CAP = 64 * 1024;
@@ -82,7 +83,7 @@ async function runOneshot(request: Buffer, maxResponseBytes: number) {
 
 class PersistentStage {
   private readonly child = spawnStage();
-  private buffer: Buffer = Buffer.alloc(0);
+  private readonly frames = new StageFrameReader();
   private waiter: ((frame: Buffer | ShimExit) => void) | undefined;
   private log = new Capped(LOG_CAP);
   private died: ShimExit | undefined;
@@ -111,33 +112,32 @@ class PersistentStage {
   }
 
   private onData(chunk: Buffer): void {
-    this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
-    if (this.buffer.length < 4) return;
-    const length = this.buffer.readUInt32BE(0);
-    if (length > this.maxResponseBytes) {
-      this.died = {
-        code: null,
-        signal: 'SIGKILL',
-        reason: 'output',
-        detail: `a ${length}-byte response frame`,
-      };
-      this.child.kill('SIGKILL');
-      return;
-    }
-    if (this.buffer.length < 4 + length) return;
-    const frame = this.buffer.subarray(4, 4 + length);
-    this.buffer = this.buffer.subarray(4 + length);
-    const waiter = this.waiter;
-    this.waiter = undefined;
-    if (waiter) waiter(frame);
-    else {
-      this.died = {
-        code: null,
-        signal: 'SIGKILL',
-        reason: 'crashed',
-        detail: 'the stage wrote a frame nobody asked for',
-      };
-      this.child.kill('SIGKILL');
+    // A stage may write several frames in one chunk: each is looked at, so a frame nobody asked for is
+    // never left buffered to be taken as the answer to the next request.
+    for (const event of this.frames.push(chunk, this.maxResponseBytes)) {
+      if (this.died) return;
+      if (event.kind === 'oversized') {
+        this.died = {
+          code: null,
+          signal: 'SIGKILL',
+          reason: 'output',
+          detail: `a ${event.length}-byte response frame`,
+        };
+        this.child.kill('SIGKILL');
+        return;
+      }
+      const waiter = this.waiter;
+      this.waiter = undefined;
+      if (waiter) waiter(event.payload);
+      else {
+        this.died = {
+          code: null,
+          signal: 'SIGKILL',
+          reason: 'crashed',
+          detail: 'the stage wrote a frame nobody asked for',
+        };
+        this.child.kill('SIGKILL');
+      }
     }
   }
 
