@@ -17,6 +17,7 @@ import { prepareHome } from '../home.ts';
 import { createApp } from './app.ts';
 import { DataKeyring } from '../keys/data-keys.ts';
 import { openKekProvider } from '../keys/provider.ts';
+import { RetentionService } from '../retention/job.ts';
 
 export interface RunningGateway {
   url: string;
@@ -61,6 +62,12 @@ export async function startGateway(
   });
   await manager.reconcile();
   const pool = new LocalPool(manager);
+  const retention = new RetentionService({
+    db: database.db,
+    redisUrl: config.redisUrl,
+    intervalMs: config.retentionIntervalMs,
+    logger,
+  });
   const app = createApp({
     database,
     db: database.db,
@@ -103,6 +110,7 @@ export async function startGateway(
       await manager.shutdown();
       await closed;
       await committer.close();
+      await retention.close();
       redis.disconnect();
       database.close();
     },
