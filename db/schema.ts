@@ -152,6 +152,8 @@ export const enclaves = sqliteTable(
     measurement: text('measurement').notNull(),
     /** The enclave's own signing key (raw Ed25519), made inside the enclave. */
     publicKey: blob('public_key', { mode: 'buffer' }),
+    /** The enclave's encryption key (raw X25519), made inside it and bound by its native evidence. */
+    encryptionKey: blob('encryption_key', { mode: 'buffer' }),
     /** The backend's native evidence binding the enclave's key to its measurement. */
     nativeEvidence: blob('native_evidence', { mode: 'buffer' }),
     nativeFormat: text('native_format'),

@@ -8,6 +8,7 @@ import { instanceRoutes } from './routes/instances.ts';
 import { invocationRoutes } from './routes/invocations.ts';
 import { invokeRoutes } from './routes/invoke.ts';
 import { tenantRoutes } from './routes/tenants.ts';
+import { stageKeyRoutes } from './routes/stage-keys.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 
 /** The gateway: one Hono app composed from route modules. */
@@ -31,6 +32,7 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
   });
   app.route('/', healthRoutes(deps));
   app.route('/v1/functions', functionRoutes(deps));
+  app.route('/v1/functions', stageKeyRoutes(deps));
   app.route('/v1/tokens', tokenRoutes(deps));
   app.route('/v1/tenants', tenantRoutes(deps));
   app.route('/v1/instances', instanceRoutes(deps));

@@ -97,11 +97,14 @@ export class CompositeManager {
       loaded.stages.map((image) => {
         const stage = loaded.manifest.stages.find((s) => s.name === image.name)!;
         const publicArtifacts = new Set<string>(stage.confidentiality.public);
-        const sealing = {
+        const atRest = {
           artifacts: new Set(SEALABLE_ARTIFACTS.filter((a) => !publicArtifacts.has(a))),
           dataKey: () => this.deps.keyring.activeKey(fn.tenantId),
         };
-        return [image.name, { image, validate: compileRequestSchema(stage.requestSchema), sealing }];
+        return [
+          image.name,
+          { image, validate: compileRequestSchema(stage.requestSchema), sealing: stage.sealing, atRest },
+        ];
       }),
     );
     const stages = new InstanceStages(

@@ -119,6 +119,17 @@ export const stageSchema = z.strictObject({
   /** A JSON Schema that every request to this stage must satisfy (requests are then JSON). */
   requestSchema: z.record(z.string(), z.unknown()).optional(),
   confidentiality: confidentialitySchema,
+  /**
+   * Sealed requests (docs/security.md): `required` refuses plaintext requests; `publicFields` names the
+   * top-level request fields a client may also show in clear to the anchor (the enclave checks that they
+   * equal the sealed ones). The request schema applies to plaintext requests only.
+   */
+  sealing: z
+    .strictObject({
+      required: z.boolean().default(false),
+      publicFields: z.array(z.string().min(1).max(64)).max(64).default([]),
+    })
+    .optional(),
   /** Pinned reference values: deploy is refused when the computed ones differ. */
   reference: z
     .strictObject({

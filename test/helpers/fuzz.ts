@@ -24,7 +24,7 @@ export function fuzzTimeout(smokeMs = 30_000): number {
 }
 
 function parameters<T>(smokeRuns: number): fc.Parameters<T> {
-  const base: fc.Parameters<T> = seed === undefined ? {} : { seed };
+  const base: fc.Parameters<T> = { includeErrorInReport: true, ...(seed === undefined ? {} : { seed }) };
   if (budgetSeconds > 0)
     return {
       ...base,
