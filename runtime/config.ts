@@ -28,6 +28,13 @@ const envSchema = z.object({
   EBCC_KEK_FILE: z.string().min(1).optional(),
   /** How often the retention sweep runs (a BullMQ repeatable job). */
   EBCC_RETENTION_INTERVAL_MS: z.coerce.number().int().min(1_000).max(86_400_000).default(3_600_000),
+  EBCC_QUEUE_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1-64 characters of letters, digits, "_", "." and "-"')
+    .default('bull'),
+  EBCC_BATCH_WORKERS: z.enum(['0', '1']).default('1'),
+  EBCC_BATCH_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(16),
+  EBCC_BATCH_LOCK_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(30_000),
   EBCC_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -44,6 +51,13 @@ export interface Config {
   kek: { file: string; create: boolean };
   retentionIntervalMs: number;
   logLevel: z.output<typeof envSchema>['EBCC_LOG_LEVEL'];
+  /** BullMQ key prefix of every queue (BullMQ's own default, so that plain producers need no setting). */
+  queuePrefix: string;
+  /** Whether this process runs the batch workers (queue, batch and cron jobs) besides serving. */
+  batchWorkers: boolean;
+  batchConcurrency: number;
+  /** A dead worker's jobs run again after about this long. */
+  batchLockMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -73,6 +87,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       : { file: resolve(home, 'keys', 'kek'), create: true },
     retentionIntervalMs: e.EBCC_RETENTION_INTERVAL_MS,
     logLevel: e.EBCC_LOG_LEVEL,
+    queuePrefix: e.EBCC_QUEUE_PREFIX,
+    batchWorkers: e.EBCC_BATCH_WORKERS === '1',
+    batchConcurrency: e.EBCC_BATCH_CONCURRENCY,
+    batchLockMs: e.EBCC_BATCH_LOCK_MS,
     ...overrides,
   };
 }

@@ -8,6 +8,8 @@ import { configureAdapters } from '../../adapters/index.ts';
 import { migrateDatabase, openDatabase } from '../../db/client.ts';
 import { ProcessAnchorExecutor } from '../anchor/process-executor.ts';
 import { GroupCommitter } from '../artifacts/group-commit.ts';
+import { BatchProducer } from '../batch/producer.ts';
+import { startBatchWorkers } from '../batch/worker.ts';
 import { CompositeManager } from '../lifecycle/manager.ts';
 import { LocalPool } from '../pool/local-pool.ts';
 import { EidAllocator } from '../stages/eid-allocator.ts';
@@ -67,7 +69,22 @@ export async function startGateway(
     redisUrl: config.redisUrl,
     intervalMs: config.retentionIntervalMs,
     logger,
+    prefix: config.queuePrefix,
   });
+  const batches = new BatchProducer(config.redisUrl, config.queuePrefix, logger);
+  // The single-node default: this process also runs the batch workers (`EBCC_BATCH_WORKERS=0` to not).
+  const workers = config.batchWorkers
+    ? await startBatchWorkers({
+        db: database.db,
+        committer,
+        pool,
+        logger,
+        redisUrl: config.redisUrl,
+        prefix: config.queuePrefix,
+        concurrency: config.batchConcurrency,
+        lockDurationMs: config.batchLockMs,
+      })
+    : undefined;
   const app = createApp({
     database,
     db: database.db,
@@ -78,6 +95,7 @@ export async function startGateway(
     manager,
     pool,
     keyring,
+    batches,
   });
   const tls = config.tls
     ? { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert) }
@@ -106,6 +124,8 @@ export async function startGateway(
     port,
     close: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      await workers?.close();
+      await batches.close();
       pool.close();
       await manager.shutdown();
       await closed;

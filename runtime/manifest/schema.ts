@@ -174,13 +174,26 @@ const routePath = z
   .refine((p) => !p.split('/').includes('..'), 'must not contain ".." segments')
   .refine((p) => !/^\/(v1|fn|healthz|readyz|metrics)(\/|$)/.test(p), 'must not shadow a gateway route');
 
+/** The request path the anchor sees for a queued item (POSTed there as JSON). */
+const jobPath = z
+  .string()
+  .max(200)
+  .regex(/^\/[A-Za-z0-9._~\-/]*$/, 'must be an absolute URL path of unreserved characters')
+  .refine((p) => !p.split('/').includes('..'), 'must not contain ".." segments')
+  .default('/');
+
 const cronExpression = z.string().regex(/^(\S+\s+){4,5}\S+$/, 'must be a cron expression of 5 or 6 fields');
 
 export const triggersSchema = z
   .strictObject({
     http: z.strictObject({ route: routePath.optional(), public: z.boolean().default(false) }).prefault({}),
     queue: z
-      .strictObject({ name: identifier, concurrency: intRange(1, 256).default(1), retry: retrySchema })
+      .strictObject({
+        name: identifier,
+        concurrency: intRange(1, 256).default(1),
+        path: jobPath,
+        retry: retrySchema,
+      })
       .optional(),
     cron: z
       .array(
@@ -188,6 +201,7 @@ export const triggersSchema = z
           schedule: cronExpression,
           timezone: z.string().max(64).optional(),
           input: z.unknown().optional(),
+          path: jobPath,
           retry: retrySchema,
         }),
       )
