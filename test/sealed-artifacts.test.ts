@@ -9,6 +9,8 @@ import { dataKeys, stageExecutions } from '../db/schema.ts';
 import { artifactAad, openBytes, sealBytes } from '../runtime/artifacts/sealing.ts';
 import { EXIT } from '../runtime/cli/errors.ts';
 import { failedChecks, parseTrustAnchor, verifyBundle } from '../runtime/evidence/index.ts';
+import { ensureTenant } from '../runtime/auth/tokens.ts';
+import { DataKeyring } from '../runtime/keys/data-keys.ts';
 import { FileKekProvider, KekError } from '../runtime/keys/kek.ts';
 import {
   api,
@@ -71,6 +73,19 @@ describe('artifacts sealed at rest', () => {
     await expect(kek.unwrap(wrapped, 'ctx-b')).rejects.toBeInstanceOf(KekError);
     const other = FileKekProvider.open(join(dir, 'other'), { create: true });
     await expect(other.unwrap(wrapped, 'ctx-a')).rejects.toBeInstanceOf(KekError);
+  });
+
+  it("refuses, clearly, a data key wrapped by another node's KEK", async () => {
+    const dir = await tempDir();
+    const tenant = await ensureTenant(gw.database.db, 'kek-a');
+    const mine = new DataKeyring(gw.database, FileKekProvider.open(join(dir, 'a'), { create: true }));
+    const key = await mine.activeKey(tenant.id);
+    const theirs = new DataKeyring(gw.database, FileKekProvider.open(join(dir, 'b'), { create: true }));
+    await expect(theirs.open(key.id, tenant.id)).rejects.toThrow(
+      /every node sharing a database must share the KEK/,
+    );
+    await expect(theirs.activeKey(tenant.id)).rejects.toBeInstanceOf(KekError);
+    expect(await mine.open(key.id, tenant.id)).toEqual(key.key);
   });
 
   it('binds a sealed artifact to its row, artifact and digest', () => {

@@ -3,7 +3,7 @@ import { and, desc, eq, isNull, sql } from 'drizzle-orm';
 import type { Database, Db } from '../../db/client.ts';
 import { dataKeys } from '../../db/schema.ts';
 import { newId } from '../ids.ts';
-import type { KeyEncryptionKeyProvider } from './kek.ts';
+import { KekError, type KeyEncryptionKeyProvider } from './kek.ts';
 
 export interface DataKey {
   id: string;
@@ -68,7 +68,7 @@ export class DataKeyring {
       .where(and(eq(dataKeys.tenantId, tenantId), isNull(dataKeys.shreddedAt)))
       .orderBy(desc(dataKeys.createdAt), desc(dataKeys.id))
       .get();
-    if (row?.wrapped) return { id: row.id, key: await this.unwrap(row.id, tenantId, row.wrapped) };
+    if (row?.wrapped) return { id: row.id, key: await this.unwrap(row.id, tenantId, row.wrapped, row.kekId) };
     const id = newId('dk');
     const key = randomBytes(32);
     await this.db.insert(dataKeys).values({
@@ -81,9 +81,13 @@ export class DataKeyring {
     return { id, key };
   }
 
-  private async unwrap(id: string, tenantId: string, wrapped: Buffer): Promise<Buffer> {
+  private async unwrap(id: string, tenantId: string, wrapped: Buffer, kekId: string): Promise<Buffer> {
     const known = this.opened.get(id);
     if (known) return known;
+    if (kekId !== this.kek.id)
+      throw new KekError(
+        `data key ${id} was wrapped by KEK ${kekId}, but this node has ${this.kek.id}: every node sharing a database must share the KEK (EBCC_KEK_FILE) or its KMS`,
+      );
     const key = await this.kek.unwrap(wrapped, wrapContext(tenantId, id));
     this.opened.set(id, key);
     return key;
@@ -101,7 +105,7 @@ export class DataKeyring {
       this.opened.delete(keyId);
       throw new DataKeyShreddedError(keyId, row.shreddedAt ?? 0);
     }
-    return this.unwrap(row.id, tenantId, row.wrapped);
+    return this.unwrap(row.id, tenantId, row.wrapped, row.kekId);
   }
 
   /** The tenant's data keys, newest first (never their bytes). */

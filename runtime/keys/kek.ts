@@ -1,5 +1,14 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readFileSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname } from 'node:path';
 
 /**
@@ -49,7 +58,17 @@ export class FileKekProvider implements KeyEncryptionKeyProvider {
       if (!create) throw new KekError(`the key-encryption key ${path} does not exist`);
       mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
       chmodSync(dirname(path), 0o700);
-      writeFileSync(path, randomBytes(KEK_BYTES), { mode: 0o600, flag: 'wx' });
+      // Written whole under another name, then linked into place: two processes starting at once
+      // agree on one key, and neither reads a half-written file.
+      const temp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}`;
+      writeFileSync(temp, randomBytes(KEK_BYTES), { mode: 0o600, flag: 'wx' });
+      try {
+        linkSync(temp, path);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      } finally {
+        unlinkSync(temp);
+      }
     }
     const mode = statSync(path).mode & 0o777;
     if (mode & 0o077)
