@@ -36,6 +36,9 @@ const envSchema = z.object({
   EBCC_BATCH_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(16),
   EBCC_BATCH_LOCK_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(30_000),
   EBCC_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  EBCC_MAX_CONNECTIONS: z.coerce.number().int().min(1).max(1_000_000).default(16_384),
+  EBCC_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(10_000),
+  EBCC_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(300_000),
 });
 
 export interface Config {
@@ -51,6 +54,8 @@ export interface Config {
   kek: { file: string; create: boolean };
   retentionIntervalMs: number;
   logLevel: z.output<typeof envSchema>['EBCC_LOG_LEVEL'];
+  /** What one client may hold of the server: connections, and how long it may take to send a request. */
+  connections: { max: number; headersTimeoutMs: number; requestTimeoutMs: number };
   /** BullMQ key prefix of every queue (BullMQ's own default, so that plain producers need no setting). */
   queuePrefix: string;
   /** Whether this process runs the batch workers (queue, batch and cron jobs) besides serving. */
@@ -87,6 +92,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
       : { file: resolve(home, 'keys', 'kek'), create: true },
     retentionIntervalMs: e.EBCC_RETENTION_INTERVAL_MS,
     logLevel: e.EBCC_LOG_LEVEL,
+    connections: {
+      max: e.EBCC_MAX_CONNECTIONS,
+      headersTimeoutMs: e.EBCC_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: e.EBCC_REQUEST_TIMEOUT_MS,
+    },
     queuePrefix: e.EBCC_QUEUE_PREFIX,
     batchWorkers: e.EBCC_BATCH_WORKERS === '1',
     batchConcurrency: e.EBCC_BATCH_CONCURRENCY,

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { Redis } from 'ioredis';
@@ -20,6 +21,7 @@ import { createApp } from './app.ts';
 import { DataKeyring } from '../keys/data-keys.ts';
 import { openKekProvider } from '../keys/provider.ts';
 import { RetentionService } from '../retention/job.ts';
+import { limitConnections, serverCreationOptions } from './connection-limits.ts';
 
 export interface RunningGateway {
   url: string;
@@ -106,12 +108,14 @@ export async function startGateway(
         fetch: app.fetch,
         hostname: config.host,
         port: config.port,
-        ...(tls ? { createServer: createHttpsServer, serverOptions: tls } : {}),
+        serverOptions: { ...serverCreationOptions(config), ...tls },
+        ...(tls ? { createServer: createHttpsServer } : {}),
       },
       () => resolve(s),
     );
     s.once('error', reject);
   });
+  limitConnections(server as Server, config, logger);
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `${tls ? 'https' : 'http'}://${host}:${port}`;
@@ -124,6 +128,11 @@ export async function startGateway(
     port,
     close: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // close() waits for every connection to end; idle keep-alive ones are ended now, busy ones soon.
+      const http = server as Server;
+      http.closeIdleConnections();
+      const cutoff = setTimeout(() => http.closeAllConnections(), 5_000);
+      void closed.then(() => clearTimeout(cutoff));
       await workers?.close();
       await batches.close();
       pool.close();

@@ -370,6 +370,19 @@ describe('gateway under arbitrary requests', () => {
     fuzzTimeout(120_000),
   );
 
+  // Found by the arbitrary-requests property (seed 1276857633): an anchor's `content-length: 5` on an
+  // empty body was passed on, and the client's connection was cut ("aborted").
+  it.each(['content-length:5', 'transfer-encoding:chunked', 'connection:close'])(
+    'regression: an anchor cannot set the framing header %s',
+    async (header) => {
+      const p = `/fn/fuzz-echo/?h=${encodeURIComponent(header)}`;
+      const answer = await send('POST', p, { authorization: `Bearer ${invoker}` }, Buffer.from('hi'));
+      checkAnswer('POST', p, answer);
+      expect(answer.status).toBe(200);
+      expect(answer.body.toString()).toBe('hi');
+    },
+  );
+
   // Tenant code can write to the host channel (fd 3) itself. A frame whose header was null crashed the
   // gateway (a TypeError in an event handler); malformed ones gave a 500 or an unhandled rejection.
   it.each([
