@@ -5,13 +5,17 @@
 // durable, every batch item reaches a final state with at most one result, and nothing leaks.
 //
 // Default: 100 kills. Longer: EBCC_CRASH_KILLS=1000 npm run test:crash (docs/reliability.md).
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrateDatabase, openDatabase, type Database } from '../db/client.ts';
-import { batchItems, instances, invocations } from '../db/schema.ts';
+import { batchItems, instances, invocations, stageExecutions } from '../db/schema.ts';
+import { openArtifacts } from '../runtime/artifacts/open.ts';
+import { DataKeyring } from '../runtime/keys/data-keys.ts';
+import { FileKekProvider } from '../runtime/keys/kek.ts';
 import { ensureTenant, issueToken } from '../runtime/auth/tokens.ts';
 import { exportInvocation } from '../runtime/evidence/export.ts';
 import {
@@ -38,6 +42,7 @@ type Role = keyof typeof ROLES;
 let redis: PrivateRedis;
 let database: Database;
 let dbUrl: string;
+let kekFile: string;
 let token: string;
 let tenantId: string;
 const homes: Record<Role, string> = { gateway: '', worker: '' };
@@ -55,6 +60,8 @@ async function spawn(role: Role): Promise<ServerProcess> {
     EBCC_BATCH_LOCK_MS: '2000',
     EBCC_SANDBOX_UID_BASE: String(uidBase),
     EBCC_SANDBOX_UID_COUNT: '500',
+    // Nodes sharing a database share the key-encryption key of its sealed artifacts.
+    EBCC_KEK_FILE: kekFile,
   });
   live[role] = proc;
   return proc;
@@ -142,7 +149,10 @@ beforeAll(async () => {
   redis = await startPrivateRedis();
   homes.gateway = await tempDir('ebcc-crash-gw-');
   homes.worker = await tempDir('ebcc-crash-wk-');
-  dbUrl = `file:${join(await tempDir('ebcc-crash-db-'), 'shared.db')}`;
+  const shared = await tempDir('ebcc-crash-db-');
+  dbUrl = `file:${join(shared, 'shared.db')}`;
+  kekFile = join(shared, 'kek');
+  await writeFile(kekFile, randomBytes(32), { mode: 0o600 });
   database = await openDatabase(dbUrl);
   await migrateDatabase(database);
   const tenant = await ensureTenant(database.db, 'acme');
@@ -267,36 +277,42 @@ describe(`${KILLS} random SIGKILLs and Redis restarts under streaming work`, () 
         Buffer.from(r.public_key as ArrayBuffer),
       ]),
     );
-    const executions = await database.client.execute(
-      `select s.id, s.eid, s.seq, s.evidence, s.exit_reason, s.bound_metadata, s.log,
-              coalesce(s.request_inline, rb.data) request, coalesce(s.response_inline, sb.data) response
-         from stage_executions s
-         left join blobs rb on rb.digest = s.request_blob
-         left join blobs sb on sb.digest = s.response_blob`,
-    );
+    // Artifacts are sealed at rest: they are read as their tenant reads them, through its data key.
+    const keyring = new DataKeyring(database, FileKekProvider.open(kekFile, { create: false }));
+    const rows = await database.db.select().from(stageExecutions);
+    const opened = await openArtifacts(database.db, keyring, tenantId, rows);
     let unsigned = 0;
     const sha256 = (b: unknown) =>
       createHash('sha256')
         .update(Buffer.from(b as ArrayBuffer))
         .digest();
-    for (const row of executions.rows) {
-      const what = `execution ${String(row.id)}`;
+    for (const row of rows) {
+      const what = `execution ${row.id}`;
       // An enclave killed mid-request signs nothing; that execution is recorded as failed, unsigned.
       if (row.evidence === null) {
-        expect(row.exit_reason, what).not.toBe('exit');
+        expect(row.exitReason, what).not.toBe('exit');
         unsigned++;
         continue;
       }
-      const evidence = Buffer.from(row.evidence as ArrayBuffer);
-      expect(verifyEvidenceSignature(evidence, enclaveKeys.get(Number(row.eid))!), what).toBe(true);
-      const { claims } = decodeEvidence(evidence);
-      expect([claims.eid, claims.seq], what).toEqual([Number(row.eid), Number(row.seq)]);
-      expect(claims.requestDigest!.equals(sha256(row.request)), `${what} request`).toBe(true);
-      expect(claims.responseDigest!.equals(sha256(row.response)), `${what} response`).toBe(true);
-      expect(claims.logDigest!.equals(sha256(row.log)), `${what} log`).toBe(true);
-      expect(claims.metadataDigest!.equals(sha256(row.bound_metadata)), `${what} metadata`).toBe(true);
+      expect(verifyEvidenceSignature(row.evidence, enclaveKeys.get(row.eid)!), what).toBe(true);
+      const { claims } = decodeEvidence(row.evidence);
+      const artifacts = opened.get(row.id)!;
+      expect([claims.eid, claims.seq], what).toEqual([row.eid, row.seq]);
+      expect(
+        claims.requestDigest!.equals(sha256(artifacts.request ?? Buffer.alloc(0))),
+        `${what} request`,
+      ).toBe(true);
+      expect(
+        claims.responseDigest!.equals(sha256(artifacts.response ?? Buffer.alloc(0))),
+        `${what} response`,
+      ).toBe(true);
+      expect(claims.logDigest!.equals(sha256(artifacts.log ?? Buffer.alloc(0))), `${what} log`).toBe(true);
+      expect(
+        claims.metadataDigest!.equals(sha256(row.boundMetadata ?? Buffer.alloc(0))),
+        `${what} metadata`,
+      ).toBe(true);
     }
-    expect(executions.rows.length - unsigned).toBeGreaterThanOrEqual(answered.length);
+    expect(rows.length - unsigned).toBeGreaterThanOrEqual(answered.length);
     // And the full offline verification (chains, native evidence, trust anchors) of a sample of
     // invocations: exporting one carries its enclave's whole chain, so doing all is quadratic.
     const signedOnly = await database.client.execute(
@@ -307,7 +323,7 @@ describe(`${KILLS} random SIGKILLs and Redis restarts under streaming work`, () 
       .sort(() => Math.random() - 0.5)
       .slice(0, VERIFY_SAMPLE);
     for (const invocation of sample) {
-      const bundle = await exportInvocation(database.db, invocation.id, tenantId);
+      const bundle = await exportInvocation(database.db, invocation.id, tenantId, keyring);
       const result = verifyBundle(bundle, { trustAnchors: anchors, allowSim: true });
       expect(failedChecks(result), invocation.id).toEqual([]);
     }
