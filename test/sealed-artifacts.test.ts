@@ -173,6 +173,9 @@ describe('artifacts sealed at rest', () => {
     const stranger = await gw.token('stranger', ['admin']);
     const foreign = await api(gw.url, stranger, 'DELETE', '/v1/tenants/acme/data-key');
     expect(foreign.status).toBe(404);
+    const malformed = await api(gw.url, token, 'DELETE', '/v1/tenants/ACME!/data-key');
+    expect(malformed.status).toBe(400);
+    expect(malformed.body.type).toBe('urn:ebcc:problem:invalid-tenant');
     const invoker = await gw.token('acme', ['invoke']);
     expect((await api(gw.url, invoker, 'DELETE', '/v1/tenants/acme/data-key')).status).toBe(403);
     const env = { EBCC_URL: gw.url, EBCC_TOKEN: token };
@@ -213,6 +216,17 @@ describe('artifacts sealed at rest', () => {
     expect(failed.every((line) => /artifact\.(request|response|log): withheld/.test(line))).toBe(true);
     expect(failed).toHaveLength(3);
     expect(result['ear.status']).toBe('warning');
+    // The same through the CLI: export, then verify offline.
+    const file = join(await tempDir(), 'shredded.json');
+    expect((await runEbcc(['export', id, '-o', file], env)).code).toBe(0);
+    const anchorFile = join(await tempDir(), 'anchor.json');
+    await writeFile(anchorFile, JSON.stringify(trustAnchors()[0]!.anchor));
+    const offline = await runEbcc(['verify', file, '--trust-anchor', anchorFile, '--allow-sim'], {
+      EBCC_URL: 'http://127.0.0.1:1',
+    });
+    expect(offline.stdout).toMatch(/^warning\n/);
+    expect(offline.stdout).toContain('artifact.request: withheld');
+    expect(offline.code).toBe(EXIT.failed);
 
     // Shredding again has nothing to do; the tenant's next invocation gets a fresh key.
     const again = await api(gw.url, token, 'DELETE', '/v1/tenants/acme/data-key');
