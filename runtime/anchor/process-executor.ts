@@ -160,7 +160,15 @@ class ProcessAnchor implements AnchorInstance {
         detail,
       };
       this.ended = result;
-      failLoad(new AnchorLoadError(`the anchor exited before it was ready (${describe(result)})`));
+      // Its own limits (memory, cpu, timeout) set their reason; a plain SIGKILL came from outside, and a
+      // sandbox that never started ran none of the tenant's code.
+      const killedFromOutside =
+        result.reason === 'killed' ||
+        result.reason === 'spawn-failed' ||
+        (result.reason === 'exit' && result.signal === 'SIGKILL');
+      failLoad(
+        new AnchorLoadError(`the anchor exited before it was ready (${describe(result)})`, killedFromOutside),
+      );
       for (const [id, p] of this.pending) {
         clearTimeout(p.timer);
         this.pending.delete(id);

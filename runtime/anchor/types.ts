@@ -79,7 +79,11 @@ export interface AnchorExecutor {
 }
 
 export class AnchorLoadError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** The anchor was killed from outside while loading: not the tenant's fault, and worth a retry. */
+    readonly transient = false,
+  ) {
     super(message);
     this.name = 'AnchorLoadError';
   }

@@ -147,7 +147,9 @@ export class CompositeManager {
     return this.mutex.run(cid, async () => {
       try {
         const { manifest } = loaded;
-        const [anchor] = await Promise.all([
+        // Both sides are waited for even when one fails, so that the cleanup below finds everything the
+        // other made: an enclave finished after the cleanup would outlive its instance.
+        const [launched, prepared] = await Promise.allSettled([
           this.deps.executor.launch({
             cid,
             rootDir: loaded.rootDir,
@@ -159,13 +161,19 @@ export class CompositeManager {
           }),
           stages.prepare(),
         ]);
-        instance.anchor = anchor;
+        if (launched.status === 'fulfilled') instance.anchor = launched.value;
+        if (launched.status === 'rejected') throw launched.reason;
+        if (prepared.status === 'rejected') throw prepared.reason;
       } catch (error) {
         // No half-made instance: whatever was made is destroyed and the record removed.
         instance.anchor?.kill();
         await stages.destroy();
         this.live.delete(cid);
         await this.deps.committer.submit((tx) => tx.delete(instances).where(eq(instances.cid, cid)));
+        if (error instanceof AnchorLoadError && error.transient)
+          throw new Problem(503, 'anchor-start-failed', 'Anchor failed to start', error.message, {
+            retryAfter: 1,
+          });
         if (error instanceof AnchorLoadError)
           throw new Problem(422, 'anchor-load-failed', 'Anchor failed to load', error.message);
         if (error instanceof StageError)
@@ -177,7 +185,7 @@ export class CompositeManager {
           );
         throw error;
       }
-      const anchor = instance.anchor;
+      const anchor = instance.anchor!;
       void anchor.exited.then((exit) =>
         this.mutex.run(cid, async () => {
           const requested = this.requestedStops.get(cid);

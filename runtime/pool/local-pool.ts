@@ -133,6 +133,18 @@ export class LocalPool {
       await this.manager.start(created.cid, tenantId);
     } catch (error) {
       created.inflight--;
+      // The instance died between create and start (its anchor killed, say): the caller's request is
+      // not at fault and may simply be retried.
+      if (created.status === 'stopped')
+        throw new Problem(
+          503,
+          'instance-lost',
+          'Instance lost',
+          `instance ${created.cid} stopped while starting`,
+          {
+            retryAfter: 1,
+          },
+        );
       throw error;
     }
     return created;

@@ -31,6 +31,7 @@ export type StageErrorCode =
   | 'stage-failed'
   | 'response-too-large'
   | 'backend-unavailable'
+  | 'enclave-start-failed'
   | 'stopped'
   | 'request-not-sealed'
   | 'sealed-key-unknown'
@@ -130,8 +131,14 @@ export class InstanceStages {
   /** Creates the enclaves of persistent stages; called when the instance is created. */
   async prepare(): Promise<void> {
     for (const [name, binding] of this.bindings) {
-      if (binding.image.mode === 'persistent')
-        this.persistent.set(name, await this.createEnclave(binding.image, true));
+      if (binding.image.mode !== 'persistent') continue;
+      const enclave = await this.createEnclave(binding.image, true);
+      if (this.stopped) {
+        // Destroyed while this enclave was being made: it must not outlive the instance.
+        await this.committer.submit(markDestroyed(enclave.handle.eid, await this.destroyEnclave(enclave)));
+        throw new StageError('stopped', `instance ${this.cid} is stopped`, 503);
+      }
+      this.persistent.set(name, enclave);
     }
   }
 
@@ -148,7 +155,8 @@ export class InstanceStages {
     } catch (error) {
       if (error instanceof BackendUnavailableError)
         throw new StageError('backend-unavailable', error.message, 503, eid);
-      throw error;
+      // An enclave that dies while starting (its sandbox killed, say) is a failure of this attempt only.
+      throw new StageError('enclave-start-failed', (error as Error).message, 503, eid);
     }
     const enclave: Enclave = { handle, seq: 0, alive: true };
     if (handle.publicKey) {
