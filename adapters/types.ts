@@ -58,6 +58,11 @@ export interface EnclaveHandle extends EnclaveIdentity {
   measurement: Measurement;
   /** The enclave's evidence-signing key (raw Ed25519), generated inside it; absent where a backend signs nothing. */
   publicKey?: Uint8Array;
+  /**
+   * Native evidence the backend produced itself at create, for backends whose executions are signed by
+   * another key than `publicKey` (recorded with the enclave; `attest` is then not called).
+   */
+  native?: NativeEvidence;
 }
 
 /** What the runtime knows of an execution and wants bound into its evidence. */

@@ -83,23 +83,36 @@ export function registerEvidenceCommands(program: Command, configFrom: () => Con
           json?: boolean;
         },
       ) => {
-        const { parseTrustAnchor, verifyBundle, failedChecks } = await import('../../evidence/index.ts');
+        const { parseTrustAnchor, verifyBundle, failedChecks, isForeignTrustAnchor } =
+          await import('../../evidence/index.ts');
+        // Backends register the verifiers of their own evidence formats (adapters/index.ts).
+        await import('../../../adapters/index.ts');
         if (!opts.trustAnchor?.length) {
           throw new CliError(
             'offline verification needs a trust anchor: --trust-anchor FILE (from `ebcc trust export` on the host)',
             EXIT.usage,
           );
         }
-        const anchors = await Promise.all(
-          opts.trustAnchor.map(async (file) => {
+        const anchors = [];
+        const foreignAnchors: unknown[] = [];
+        for (const file of opts.trustAnchor) {
+          const json = await readJson(file, 'trust anchor');
+          // `ebcc trust export` writes a list of {backend, anchor} when several backends have one.
+          const list = Array.isArray(json)
+            ? json.map((item: unknown) => (item as { anchor?: unknown } | null)?.anchor ?? item)
+            : [json];
+          for (const anchor of list) {
+            if (isForeignTrustAnchor(anchor)) {
+              foreignAnchors.push(anchor);
+              continue;
+            }
             try {
-              return parseTrustAnchor(await readJson(file, 'trust anchor'));
+              anchors.push(parseTrustAnchor(anchor));
             } catch (error) {
-              if (error instanceof CliError) throw error;
               throw new CliError(`${file}: ${(error as Error).message}`, EXIT.usage);
             }
-          }),
-        );
+          }
+        }
         let referenceValues;
         if (opts.referenceValues) {
           const parsed = referenceValuesSchema.safeParse(
@@ -117,6 +130,7 @@ export function registerEvidenceCommands(program: Command, configFrom: () => Con
           : await fetchBundle(program, target);
         const result = verifyBundle(bundle, {
           trustAnchors: anchors,
+          foreignAnchors,
           referenceValues,
           nonce: opts.nonce ? Buffer.from(opts.nonce, 'hex') : undefined,
           allowSim: Boolean(opts.allowSim),

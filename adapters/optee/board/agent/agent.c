@@ -104,12 +104,16 @@ static int supplicant_running(void) {
   int found = 0;
   if (!d) return 0;
   while (!found && (e = readdir(d))) {
-    char path[300], comm[64] = {0};
+    char path[300], stat[512] = {0};
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    snprintf(path, sizeof path, "/proc/%s/comm", e->d_name);
+    /* /proc/PID/stat is "pid (comm) state ...": a killed supplicant not yet reaped is a zombie (Z). */
+    snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
     FILE *f = fopen(path, "r");
     if (!f) continue;
-    if (fgets(comm, sizeof comm, f) && strncmp(comm, "tee-supplicant", 14) == 0) found = 1;
+    if (fgets(stat, sizeof stat, f) && strstr(stat, "(tee-supplicant)")) {
+      char *end = strrchr(stat, ')');
+      if (end && end[1] == ' ' && end[2] != 'Z' && end[2] != 'X') found = 1;
+    }
     fclose(f);
   }
   closedir(d);
