@@ -63,6 +63,11 @@ export interface EnclaveHandle extends EnclaveIdentity {
    * another key than `publicKey` (recorded with the enclave; `attest` is then not called).
    */
   native?: NativeEvidence;
+  /**
+   * The enclave's encryption key (raw X25519), generated inside it, where the backend has one. Clients
+   * seal requests to it (runtime/seal) once the native evidence binding it has been verified.
+   */
+  encryptionKey?: Uint8Array;
 }
 
 /** What the runtime knows of an execution and wants bound into its evidence. */
@@ -86,8 +91,10 @@ export interface StageExit {
   code: number | null;
   signal: string | null;
   /** Why the stage ended: a normal exit, or the limit that stopped it. */
-  reason: 'exit' | 'timeout' | 'memory' | 'cpu' | 'output' | 'killed' | 'crashed' | 'unavailable';
+  reason: 'exit' | 'timeout' | 'memory' | 'cpu' | 'output' | 'killed' | 'crashed' | 'unavailable' | 'refused';
   detail?: string;
+  /** With `refused` (a sealed request the enclave would not open; the stage did not run). */
+  refusal?: 'key-unknown' | 'invalid';
 }
 
 export interface StageResult {

@@ -5,6 +5,7 @@
  *   npm run bench                  the full run (about 2-3 minutes on 2 cores); regenerates the docs
  *   npm run bench -- --quick       fewer rounds, for a smoke test; writes bench/out/ only
  *   npm run bench -- --only=stage  any of stage,http,cold; writes bench/out/ only
+ *   npm run bench -- --only=seal   the sealing benchmark alone; writes its own section of docs/benchmarks.md
  *   npm run bench -- --report-only regenerates the docs from bench/out/results.json of a full run
  *
  * It exits non-zero, without writing the docs, when any measurement could not be taken.
@@ -21,6 +22,7 @@ import { printAnalysis, writeCsvFiles, writeDocs, type RunInfo } from './lib/rep
 import { runStageBench, type StageBenchResult } from './stage-bench.ts';
 import { evidenceDocs, printEvidence, runEvidenceBench, type EvidenceBenchResult } from './evidence-bench.ts';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { printSeal, runSealBench, sealDocs } from './seal-bench.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const OUT = join(import.meta.dirname, 'out');
@@ -85,7 +87,28 @@ const PLAN = {
   },
 };
 
+/** The sealing benchmark: in-process, so it runs alone (`--only=seal`) and in every full run. */
+async function sealBench(quick: boolean, writeDocs: boolean, log: (line: string) => void): Promise<void> {
+  const seal = await runSealBench(quick ? 3 : 9);
+  printSeal(seal, log);
+  writeFileSync(join(OUT, 'seal.json'), `${JSON.stringify(seal, null, 2)}\n`);
+  if (!writeDocs) return;
+  const machine = machineInfo();
+  const docs = join(ROOT, 'docs', 'benchmarks.md');
+  const when = new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
+  const where = `${machine.nproc}× ${machine.cpuModel}, node ${machine.node}, load average ${machine.loadAverageAtStart.join(' ')} at start`;
+  writeFileSync(docs, sealDocs(readFileSync(docs, 'utf8'), seal, when, where));
+  log(`wrote the sealing section of docs/benchmarks.md`);
+}
+
 async function main(): Promise<void> {
+  if (process.argv.slice(2).some((a) => a === '--only=seal')) {
+    await mkdir(OUT, { recursive: true });
+    console.log('EBCC sealing benchmark');
+    return sealBench(process.argv.includes('--quick'), !process.argv.includes('--quick'), (l) =>
+      console.log(l),
+    );
+  }
   const { quick, only, reportOnly: fromSaved } = parseArgs(process.argv.slice(2));
   if (fromSaved) return reportOnly();
   if (process.getuid?.() !== 0)
@@ -156,6 +179,8 @@ async function main(): Promise<void> {
     const docs = join(ROOT, 'docs', 'benchmarks.md');
     writeFileSync(docs, evidenceDocs(readFileSync(docs, 'utf8'), evidence));
     log(`\nwrote ${written.join(', ')}`);
+    log('\n[5/5] sealing: HPKE requests and responses');
+    await sealBench(false, true, log);
   } else {
     log('\n(docs/benchmarks.md is regenerated only by a full run of all three benchmarks)');
   }

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Database, Db } from '../../db/client.ts';
 import type { Principal } from '../auth/tokens.ts';
+import type { BatchProducer } from '../batch/producer.ts';
 import type { GroupCommitter } from '../artifacts/group-commit.ts';
 import type { Config } from '../config.ts';
 import type { CompositeManager } from '../lifecycle/manager.ts';
@@ -16,6 +17,7 @@ export interface GatewayDeps {
   committer: GroupCommitter;
   manager: CompositeManager;
   pool: LocalPool;
+  batches: BatchProducer;
 }
 
 export interface AppEnv {

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
 import { Redis } from 'ioredis';
@@ -8,6 +9,8 @@ import { configureAdapters } from '../../adapters/index.ts';
 import { migrateDatabase, openDatabase } from '../../db/client.ts';
 import { ProcessAnchorExecutor } from '../anchor/process-executor.ts';
 import { GroupCommitter } from '../artifacts/group-commit.ts';
+import { BatchProducer } from '../batch/producer.ts';
+import { startBatchWorkers } from '../batch/worker.ts';
 import { CompositeManager } from '../lifecycle/manager.ts';
 import { LocalPool } from '../pool/local-pool.ts';
 import { EidAllocator } from '../stages/eid-allocator.ts';
@@ -15,6 +18,7 @@ import type { Config } from '../config.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { prepareHome } from '../home.ts';
 import { createApp } from './app.ts';
+import { limitConnections, serverCreationOptions } from './connection-limits.ts';
 
 export interface RunningGateway {
   url: string;
@@ -57,7 +61,31 @@ export async function startGateway(
   });
   await manager.reconcile();
   const pool = new LocalPool(manager);
-  const app = createApp({ database, db: database.db, config, logger, redis, committer, manager, pool });
+  const batches = new BatchProducer(config.redisUrl, config.queuePrefix, logger);
+  // The single-node default: this process also runs the batch workers (`EBCC_BATCH_WORKERS=0` to not).
+  const workers = config.batchWorkers
+    ? await startBatchWorkers({
+        db: database.db,
+        committer,
+        pool,
+        logger,
+        redisUrl: config.redisUrl,
+        prefix: config.queuePrefix,
+        concurrency: config.batchConcurrency,
+        lockDurationMs: config.batchLockMs,
+      })
+    : undefined;
+  const app = createApp({
+    database,
+    db: database.db,
+    config,
+    logger,
+    redis,
+    committer,
+    manager,
+    pool,
+    batches,
+  });
   const tls = config.tls
     ? { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert) }
     : undefined;
@@ -67,12 +95,14 @@ export async function startGateway(
         fetch: app.fetch,
         hostname: config.host,
         port: config.port,
-        ...(tls ? { createServer: createHttpsServer, serverOptions: tls } : {}),
+        serverOptions: { ...serverCreationOptions(config), ...tls },
+        ...(tls ? { createServer: createHttpsServer } : {}),
       },
       () => resolve(s),
     );
     s.once('error', reject);
   });
+  limitConnections(server as Server, config, logger);
   const { port } = server.address() as AddressInfo;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `${tls ? 'https' : 'http'}://${host}:${port}`;
@@ -85,6 +115,13 @@ export async function startGateway(
     port,
     close: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // close() waits for every connection to end; idle keep-alive ones are ended now, busy ones soon.
+      const http = server as Server;
+      http.closeIdleConnections();
+      const cutoff = setTimeout(() => http.closeAllConnections(), 5_000);
+      void closed.then(() => clearTimeout(cutoff));
+      await workers?.close();
+      await batches.close();
       pool.close();
       await manager.shutdown();
       await closed;
