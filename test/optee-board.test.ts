@@ -61,6 +61,8 @@ beforeAll(async () => {
   await deployComposite(gw, token, {
     name: 'ta-signer',
     anchor: SIGN_ANCHOR,
+    // The emulated board is slow, more so on a loaded machine: the anchor waits for it.
+    anchorLimits: { timeoutMs: 180_000 },
     stages: [
       {
         name: 'sign',
@@ -75,6 +77,7 @@ beforeAll(async () => {
   await deployComposite(gw, token, {
     name: 'ta-fault',
     anchor: PROBE_ANCHOR,
+    anchorLimits: { timeoutMs: 180_000 },
     stages: [
       {
         name: 'fault',
@@ -276,6 +279,8 @@ describe('OP-TEE bad input', () => {
       await deployComposite(gw, token, {
         name: 'ta-unknown',
         anchor: PROBE_ANCHOR,
+        anchorLimits: { timeoutMs: 180_000 },
+        anchorLimits: { timeoutMs: 180_000 },
         stages: [
           {
             name: 'fault',
