@@ -280,7 +280,6 @@ describe('OP-TEE bad input', () => {
         name: 'ta-unknown',
         anchor: PROBE_ANCHOR,
         anchorLimits: { timeoutMs: 180_000 },
-        anchorLimits: { timeoutMs: 180_000 },
         stages: [
           {
             name: 'fault',
