@@ -46,11 +46,22 @@ const fieldEdit = fc
       fc.constantFrom('', 'AAAA', 'A'.repeat(43), '-_-_', '0'.repeat(32)),
       fc.uint8Array({ maxLength: 48 }).map((b) => Buffer.from(b).toString('base64url')),
       fc.constant({ currency: 'USD' }),
+      fc.constantFrom({ toString: false }, { valueOf: 1 }, [], null),
     ),
   )
   .map(([field, value]) => Buffer.from(JSON.stringify({ ...original, [field]: value })));
 
 describe('sealed envelopes under mutation', () => {
+  // Found by the request property (seed -1709348416, after 111,758 runs): a suite of
+  // {"toString": false} made the error message itself throw a TypeError instead of a SealError.
+  it('regression: a suite that cannot be turned into a string is a SealError', () => {
+    const hostile = Buffer.from(JSON.stringify({ ...original, suite: { toString: false } }));
+    expect(() => parseSealedRequest(hostile)).toThrow(SealError);
+    const reply = JSON.parse(replies.response.toString()) as Record<string, unknown>;
+    const badReply = Buffer.from(JSON.stringify({ ...reply, suite: { toString: false } }));
+    expect(() => openReply(badReply, exchange, RESPONSE_FORMAT)).toThrow(SealError);
+  });
+
   it(
     'a mutated sealed request is plain input, a SealError, or opens to exactly what was sealed',
     () =>
