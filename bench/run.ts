@@ -5,6 +5,7 @@
  *   npm run bench                  the full run (about 2-3 minutes on 2 cores); regenerates the docs
  *   npm run bench -- --quick       fewer rounds, for a smoke test; writes bench/out/ only
  *   npm run bench -- --only=stage  any of stage,http,cold; writes bench/out/ only
+ *   npm run bench -- --only=batch  batch throughput (issue 6); replaces its own section of docs/benchmarks.md
  *   npm run bench -- --only=seal   the sealing benchmark alone; writes its own section of docs/benchmarks.md
  *   npm run bench -- --report-only regenerates the docs from bench/out/results.json of a full run
  *
@@ -20,29 +21,32 @@ import { analyze } from './lib/analysis.ts';
 import { machineInfo } from './lib/machine.ts';
 import { printAnalysis, writeCsvFiles, writeDocs, type RunInfo } from './lib/report.ts';
 import { runStageBench, type StageBenchResult } from './stage-bench.ts';
+import { batchDocs, runBatchBench, type BatchBenchResult } from './batch-bench.ts';
 import { evidenceDocs, printEvidence, runEvidenceBench, type EvidenceBenchResult } from './evidence-bench.ts';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { printSeal, runSealBench, sealDocs } from './seal-bench.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const OUT = join(import.meta.dirname, 'out');
 const ALL = ['stage', 'http', 'cold'] as const;
-type Bench = (typeof ALL)[number];
+/** Benchmarks with a separately generated section of docs/benchmarks.md, also run by a full run. */
+const SEPARATE = ['batch'] as const;
+type Bench = (typeof ALL)[number] | (typeof SEPARATE)[number];
 
 function parseArgs(argv: string[]): { quick: boolean; only: Bench[]; reportOnly: boolean } {
   let quick = false;
   let reportOnly = false;
-  let only: Bench[] = [...ALL];
+  let only: Bench[] = [...ALL, ...SEPARATE];
   for (const arg of argv) {
     if (arg === '--quick') quick = true;
     else if (arg === '--report-only') reportOnly = true;
     else if (arg.startsWith('--only=')) {
       const names = arg.slice('--only='.length).split(',');
       for (const n of names)
-        if (!(ALL as readonly string[]).includes(n)) throw new Error(`unknown benchmark "${n}"`);
+        if (![...ALL, ...SEPARATE].includes(n as Bench)) throw new Error(`unknown benchmark "${n}"`);
       only = names as Bench[];
     } else if (arg === '--help' || arg === '-h') {
-      console.log('usage: npm run bench [-- --quick] [-- --only=stage,http,cold] [-- --report-only]');
+      console.log('usage: npm run bench [-- --quick] [-- --only=stage,http,cold,batch] [-- --report-only]');
       process.exit(0);
     } else throw new Error(`unknown argument "${arg}" (try --help)`);
   }
@@ -57,7 +61,7 @@ async function reportOnly(): Promise<void> {
     raw: { stage?: StageBenchResult; http?: HttpBenchResult; cold?: ColdBenchResult };
   };
   const { run, raw } = saved;
-  if (run.quick || run.only.length !== ALL.length || !raw.stage || !raw.http || !raw.cold)
+  if (run.quick || !ALL.every((b) => run.only.includes(b)) || !raw.stage || !raw.http || !raw.cold)
     throw new Error(`${path} is not from a full run of all three benchmarks; run \`npm run bench\``);
   const analysis = analyze(raw);
   printAnalysis(analysis, run, console.log);
@@ -65,6 +69,9 @@ async function reportOnly(): Promise<void> {
   const docs = join(ROOT, 'docs', 'benchmarks.md');
   const evidence = JSON.parse(readFileSync(join(OUT, 'evidence.json'), 'utf8')) as EvidenceBenchResult;
   writeFileSync(docs, evidenceDocs(readFileSync(docs, 'utf8'), evidence));
+  const batchFile = join(OUT, 'batch.json');
+  if (existsSync(batchFile))
+    writeFileSync(docs, batchDocs(readFileSync(docs, 'utf8'), JSON.parse(readFileSync(batchFile, 'utf8'))));
   console.log(`\nwrote ${written.join(', ')} from the samples measured ${run.machine.date}`);
 }
 
@@ -137,6 +144,7 @@ async function main(): Promise<void> {
   let stage: StageBenchResult | undefined;
   let http: HttpBenchResult | undefined;
   let cold: ColdBenchResult | undefined;
+  let batch: BatchBenchResult | undefined;
   const timed = async <T>(label: string, run: () => Promise<T>): Promise<T> => {
     const t0 = performance.now();
     const result = await run();
@@ -156,6 +164,20 @@ async function main(): Promise<void> {
       log('\n[3/3] cold start vs warm start');
       cold = await timed('cold', () => runColdBench({ ...plan.cold, redisUrl, outDir: OUT, log }));
     }
+    if (only.includes('batch')) {
+      log('\nbatch throughput against worker concurrency');
+      batch = await timed('batch', () =>
+        runBatchBench({
+          redisUrl,
+          redisPid: redis?.pid,
+          concurrency: quick ? [8] : [1, 4, 16, 64],
+          items: quick ? 300 : 1_000,
+          profile: !quick,
+          log,
+        }),
+      );
+      writeFileSync(join(OUT, 'batch.json'), `${JSON.stringify(batch, null, 2)}\n`);
+    }
   } finally {
     await redis?.dispose();
   }
@@ -174,13 +196,18 @@ async function main(): Promise<void> {
   const analysis = analyze({ stage, http, cold });
   await writeCsvFiles(OUT, { stage, http, cold }, analysis, run);
   printAnalysis(analysis, run, log);
-  if (!quick && only.length === ALL.length) {
+  if (!quick && ALL.every((b) => only.includes(b))) {
     const written = await writeDocs(ROOT, { stage: stage!, http: http!, cold: cold! }, analysis, run);
     const docs = join(ROOT, 'docs', 'benchmarks.md');
     writeFileSync(docs, evidenceDocs(readFileSync(docs, 'utf8'), evidence));
+    if (batch) writeFileSync(docs, batchDocs(readFileSync(docs, 'utf8'), batch));
     log(`\nwrote ${written.join(', ')}`);
     log('\n[5/5] sealing: HPKE requests and responses');
     await sealBench(false, true, log);
+  } else if (!quick && batch) {
+    const docs = join(ROOT, 'docs', 'benchmarks.md');
+    writeFileSync(docs, batchDocs(readFileSync(docs, 'utf8'), batch));
+    log('\nreplaced the batch section of docs/benchmarks.md');
   } else {
     log('\n(docs/benchmarks.md is regenerated only by a full run of all three benchmarks)');
   }
