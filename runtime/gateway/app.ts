@@ -9,6 +9,7 @@ import { instanceRoutes } from './routes/instances.ts';
 import { invocationRoutes } from './routes/invocations.ts';
 import { invokeRoutes } from './routes/invoke.ts';
 import { stageKeyRoutes } from './routes/stage-keys.ts';
+import { keyReleaseRoutes } from './routes/key-release.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 
 /** The gateway: one Hono app composed from route modules. */
@@ -35,6 +36,7 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
   app.route('/v1/functions', batchSubmitRoutes(deps));
   app.route('/v1/batches', batchRoutes(deps));
   app.route('/v1/functions', stageKeyRoutes(deps));
+  app.route('/v1', keyReleaseRoutes(deps));
   app.route('/v1/tokens', tokenRoutes(deps));
   app.route('/v1/instances', instanceRoutes(deps));
   app.route('/v1/invocations', invocationRoutes(deps));

@@ -18,6 +18,7 @@ import { newId } from '../ids.ts';
 import type { Logger } from '../log.ts';
 import { conflict, notFound, Problem } from '../problem.ts';
 import { loadVersion } from '../registry/versions.ts';
+import { KeyReleaseService } from '../keyrelease/service.ts';
 import { InstanceStages, StageError, type StageBinding } from '../stages/dispatcher.ts';
 import type { EidAllocator } from '../stages/eid-allocator.ts';
 import { compileRequestSchema } from '../stages/request-schema.ts';
@@ -98,12 +99,15 @@ export class CompositeManager {
         ];
       }),
     );
+    const keyRelease = new KeyReleaseService(db);
     const stages = new InstanceStages(
       cid,
       { function: fn.name, versionDigest: loaded.row.versionDigest },
       bindings,
       this.deps.eids,
       this.deps.committer,
+      undefined,
+      (enclave) => keyRelease.releaseTo(fn.id, enclave),
     );
     const instance = new LiveInstance(
       cid,
