@@ -4,6 +4,7 @@ import { registerBatchCommands } from './commands/batch.ts';
 import { registerEvidenceCommands } from './commands/evidence.ts';
 import { registerFunctionCommands } from './commands/functions.ts';
 import { registerInstanceCommands } from './commands/instances.ts';
+import { registerTenantCommands } from './commands/tenants.ts';
 import { CliError, EXIT } from './errors.ts';
 
 export function buildProgram(): Command {
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerAdminCommands(program);
   registerFunctionCommands(program);
   registerInstanceCommands(program);
+  registerTenantCommands(program);
   registerBatchCommands(program);
   registerEvidenceCommands(program, () => configFrom(program));
   program.commands.forEach(function exitOverrideAll(cmd: Command) {

@@ -18,6 +18,9 @@ import type { Config } from '../config.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { prepareHome } from '../home.ts';
 import { createApp } from './app.ts';
+import { DataKeyring } from '../keys/data-keys.ts';
+import { openKekProvider } from '../keys/provider.ts';
+import { RetentionService } from '../retention/job.ts';
 import { limitConnections, serverCreationOptions } from './connection-limits.ts';
 
 export interface RunningGateway {
@@ -48,6 +51,7 @@ export async function startGateway(
     .catch((error: Error) =>
       logger.warn({ redis: config.redisUrl, err: error.message }, 'redis unavailable at start'),
     );
+  const keyring = new DataKeyring(database, openKekProvider(config));
   const committer = new GroupCommitter(database.db);
   const hostId = process.env.EBCC_NODE_ID ?? hostname();
   const manager = new CompositeManager({
@@ -58,9 +62,17 @@ export async function startGateway(
     home: config.home,
     hostId,
     logger,
+    keyring,
   });
   await manager.reconcile();
   const pool = new LocalPool(manager);
+  const retention = new RetentionService({
+    db: database.db,
+    redisUrl: config.redisUrl,
+    intervalMs: config.retentionIntervalMs,
+    logger,
+    prefix: config.queuePrefix,
+  });
   const batches = new BatchProducer(config.redisUrl, config.queuePrefix, logger);
   // The single-node default: this process also runs the batch workers (`EBCC_BATCH_WORKERS=0` to not).
   const workers = config.batchWorkers
@@ -84,6 +96,7 @@ export async function startGateway(
     committer,
     manager,
     pool,
+    keyring,
     batches,
   });
   const tls = config.tls
@@ -126,6 +139,7 @@ export async function startGateway(
       await manager.shutdown();
       await closed;
       await committer.close();
+      await retention.close();
       redis.disconnect();
       database.close();
     },
