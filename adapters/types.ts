@@ -59,6 +59,11 @@ export interface EnclaveHandle extends EnclaveIdentity {
   /** The enclave's evidence-signing key (raw Ed25519), generated inside it; absent where a backend signs nothing. */
   publicKey?: Uint8Array;
   /**
+   * Native evidence the backend produced itself at create, for backends whose executions are signed by
+   * another key than `publicKey` (recorded with the enclave; `attest` is then not called).
+   */
+  native?: NativeEvidence;
+  /**
    * The enclave's encryption key (raw X25519), generated inside it, where the backend has one. Clients
    * seal requests to it (runtime/seal) once the native evidence binding it has been verified.
    */

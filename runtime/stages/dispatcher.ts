@@ -153,6 +153,11 @@ export class InstanceStages {
       throw error;
     }
     const enclave: Enclave = { handle, seq: 0, alive: true };
+    if (handle.native) {
+      // The backend attested the enclave itself at create (its executions are signed by another key).
+      enclave.native = handle.native;
+      enclave.nativeDigest = sha256(handle.native.bytes);
+    }
     if (handle.publicKey) {
       // The enclave made its key inside itself; its native evidence binds that key, and which enclave
       // it is, to its measurement. Every execution it signs then refers to this by digest.
