@@ -4,7 +4,15 @@ import { configureAdapters, trustAnchors } from '../adapters/index.ts';
 import { appraiseEnclaveKey, parseTrustAnchor } from '../runtime/evidence/index.ts';
 import { SECRET_FORMAT } from '../runtime/keyrelease/release.ts';
 import { SEALED_CONTENT_TYPE, sealRequest } from '../runtime/seal/envelope.ts';
-import { api, cleanupAll, startSampleGateway, type TestGateway } from './helpers/env.ts';
+import { createHash } from 'node:crypto';
+import {
+  api,
+  bundleFromFiles,
+  cleanupAll,
+  startSampleGateway,
+  upload,
+  type TestGateway,
+} from './helpers/env.ts';
 import { scanFiles } from './helpers/host-scan.ts';
 
 let gw: TestGateway;
@@ -17,7 +25,12 @@ beforeAll(async () => {
 });
 afterAll(cleanupAll);
 
-async function putSecret(name: string, secret: Buffer, policy: { stage: string; measurements: string[] }) {
+async function putSecret(
+  name: string,
+  secret: Buffer,
+  policy: { stage: string; measurements: string[] },
+  fn = 'order-signer',
+) {
   const broker = (await api(gw.url, token, 'GET', '/v1/key-release/key')).body;
   const plaintext = { format: SECRET_FORMAT, name, secret: secret.toString('base64url'), policy };
   const { envelope } = sealRequest(
@@ -25,7 +38,7 @@ async function putSecret(name: string, secret: Buffer, policy: { stage: string; 
     Buffer.from(JSON.stringify(plaintext)),
     { public: { policy } },
   );
-  const response = await fetch(`${gw.url}/v1/functions/order-signer/secrets/${name}`, {
+  const response = await fetch(`${gw.url}/v1/functions/${fn}/secrets/${name}`, {
     method: 'PUT',
     headers: { authorization: `Bearer ${token}`, 'content-type': SEALED_CONTENT_TYPE },
     body: new Uint8Array(envelope),
@@ -105,6 +118,42 @@ describe('secrets released only after attestation', () => {
       (await api(gw.url, token, 'GET', '/v1/functions/order-signer/secrets/elsewhere/releases')).body
         .releases,
     ).toEqual([]);
+  });
+
+  it('a oneshot stage process gets the released secret in its environment', async () => {
+    const manifest = {
+      schemaVersion: 1,
+      name: 'secret-echo',
+      version: '1.0.0',
+      anchor: { entry: 'anchor.js' },
+      stages: [
+        {
+          name: 'echo',
+          mode: 'oneshot',
+          image: { kind: 'script', interpreter: 'node', entry: 'stages/echo.mjs' },
+        },
+      ],
+    };
+    const bundle = await bundleFromFiles({
+      'composite.json': JSON.stringify(manifest),
+      'anchor.js':
+        "export default { async fetch(request, env) { return new Response(await (await env.stages.echo.invoke('x')).text()); } };",
+      // The stage answers with a digest of the secret, never the secret.
+      'stages/echo.mjs':
+        "import { createHash } from 'node:crypto'; const s = process.env.EBCC_SECRET_API_TOKEN; process.stdout.write(s ? createHash('sha256').update(Buffer.from(s, 'base64url')).digest('hex') : 'none');",
+    });
+    const deployed = await upload(gw.url, token, bundle);
+    expect(deployed.status, JSON.stringify(deployed.body)).toBe(201);
+    const measurement = deployed.body.stages[0].measurement.value as string;
+    const secret = randomBytes(24);
+    expect(
+      (await putSecret('api-token', secret, { stage: 'echo', measurements: [measurement] }, 'secret-echo'))
+        .status,
+    ).toBe(201);
+    const response = await fetch(`${gw.url}/fn/secret-echo`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    expect(await response.text()).toBe(createHash('sha256').update(secret).digest('hex'));
   });
 
   it('refuses an upload that is not a sealed envelope showing its policy', async () => {
