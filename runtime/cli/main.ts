@@ -3,6 +3,7 @@ import { configFrom, registerAdminCommands } from './commands/admin.ts';
 import { registerEvidenceCommands } from './commands/evidence.ts';
 import { registerFunctionCommands } from './commands/functions.ts';
 import { registerInstanceCommands } from './commands/instances.ts';
+import { registerWorkerCommand } from './commands/worker.ts';
 import { CliError, EXIT } from './errors.ts';
 
 export function buildProgram(): Command {
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerFunctionCommands(program);
   registerInstanceCommands(program);
   registerEvidenceCommands(program, () => configFrom(program));
+  registerWorkerCommand(program);
   program.commands.forEach(function exitOverrideAll(cmd: Command) {
     cmd.exitOverride();
     cmd.commands.forEach(exitOverrideAll);

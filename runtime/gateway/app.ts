@@ -7,6 +7,7 @@ import { healthRoutes } from './routes/health.ts';
 import { instanceRoutes } from './routes/instances.ts';
 import { invocationRoutes } from './routes/invocations.ts';
 import { invokeRoutes } from './routes/invoke.ts';
+import { metricsRoutes } from './routes/metrics.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 
 /** The gateway: one Hono app composed from route modules. */
@@ -29,6 +30,7 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
     );
   });
   app.route('/', healthRoutes(deps));
+  app.route('/', metricsRoutes(deps));
   app.route('/v1/functions', functionRoutes(deps));
   app.route('/v1/tokens', tokenRoutes(deps));
   app.route('/v1/instances', instanceRoutes(deps));

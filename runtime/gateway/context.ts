@@ -6,6 +6,7 @@ import type { Config } from '../config.ts';
 import type { CompositeManager } from '../lifecycle/manager.ts';
 import type { Logger } from '../log.ts';
 import type { LocalPool } from '../pool/local-pool.ts';
+import type { NodeRuntime } from '../node.ts';
 
 export interface GatewayDeps {
   database: Database;
@@ -16,6 +17,8 @@ export interface GatewayDeps {
   committer: GroupCommitter;
   manager: CompositeManager;
   pool: LocalPool;
+  /** The host-local runtime the above come from (pool upkeep, metrics, announcements to other nodes). */
+  node: NodeRuntime;
 }
 
 export interface AppEnv {

@@ -2,24 +2,16 @@ import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
-import { Redis } from 'ioredis';
-import { hostname } from 'node:os';
-import { configureAdapters } from '../../adapters/index.ts';
-import { migrateDatabase, openDatabase } from '../../db/client.ts';
-import { ProcessAnchorExecutor } from '../anchor/process-executor.ts';
-import { GroupCommitter } from '../artifacts/group-commit.ts';
-import { CompositeManager } from '../lifecycle/manager.ts';
-import { LocalPool } from '../pool/local-pool.ts';
-import { EidAllocator } from '../stages/eid-allocator.ts';
 import type { Config } from '../config.ts';
 import { createLogger, type Logger } from '../log.ts';
-import { prepareHome } from '../home.ts';
+import { startNode } from '../node.ts';
 import { createApp } from './app.ts';
 
 export interface RunningGateway {
   url: string;
   port: number;
-  close(): Promise<void>;
+  /** Graceful stop; in-flight invocations get until `deadline` (epoch ms, default 5 s from now). */
+  close(deadline?: number): Promise<void>;
 }
 
 /** Opens the database (migrating it), connects Redis, and serves the gateway over HTTP or HTTPS. */
@@ -27,37 +19,9 @@ export async function startGateway(
   config: Config,
   logger: Logger = createLogger(config.logLevel),
 ): Promise<RunningGateway> {
-  prepareHome(config.home, config.dbUrl);
-  configureAdapters({ dataDir: config.home });
-  const database = await openDatabase(config.dbUrl, config.dbAuthToken);
-  await migrateDatabase(database);
-  prepareHome(config.home, config.dbUrl);
-  // Readiness reports Redis; a gateway must still come up and serve deploys while Redis is down.
-  const redis = new Redis(config.redisUrl, {
-    lazyConnect: true,
-    maxRetriesPerRequest: 1,
-    enableOfflineQueue: false,
-  });
-  redis.on('error', (error) => logger.debug({ err: error }, 'redis'));
-  redis
-    .connect()
-    .catch((error: Error) =>
-      logger.warn({ redis: config.redisUrl, err: error.message }, 'redis unavailable at start'),
-    );
-  const committer = new GroupCommitter(database.db);
-  const hostId = process.env.EBCC_NODE_ID ?? hostname();
-  const manager = new CompositeManager({
-    db: database.db,
-    committer,
-    eids: new EidAllocator(database.db, `${hostId}:${process.pid}`),
-    executor: new ProcessAnchorExecutor(),
-    home: config.home,
-    hostId,
-    logger,
-  });
-  await manager.reconcile();
-  const pool = new LocalPool(manager);
-  const app = createApp({ database, db: database.db, config, logger, redis, committer, manager, pool });
+  const node = await startNode(config, logger);
+  const { database, redis, committer, manager, pool } = node;
+  const app = createApp({ database, db: database.db, config, logger, redis, committer, manager, pool, node });
   const tls = config.tls
     ? { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert) }
     : undefined;
@@ -83,14 +47,12 @@ export async function startGateway(
   return {
     url,
     port,
-    close: async () => {
+    // Graceful: no new connections, in-flight invocations get until the deadline, then the node closes.
+    close: async (deadline = Date.now() + 5_000) => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      pool.close();
-      await manager.shutdown();
+      await node.close(deadline);
+      if ('closeIdleConnections' in server) server.closeIdleConnections();
       await closed;
-      await committer.close();
-      redis.disconnect();
-      database.close();
     },
   };
 }
