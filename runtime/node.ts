@@ -63,7 +63,7 @@ export async function startNode(
   // A node must still come up (and a gateway serve deploys) while Redis is down: it says so, and
   // invocations that need a lease answer 503 until Redis is back.
   const redis = commandClient(config.redisUrl);
-  redis
+  await redis
     .connect()
     .catch((error: Error) =>
       logger.warn(

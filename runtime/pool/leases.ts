@@ -6,10 +6,17 @@ import { RedisUnavailableError } from '../queues/redis.ts';
  * one global `INCR` (a fencing token: every lease ever granted has a larger one than all before it).
  * The holder renews the expiry while it uses the instance; a holder that dies stops renewing, and the
  * lease is free again once its expiry passes. Renewal and release only touch a key that still carries
- * the holder's own token.
+ * the holder's own token. Redis here keeps nothing on disk, so after a restart the counter starts
+ * again: an acquirer passes the largest token it has seen for the resource (its floor), and the
+ * counter is moved past it, so tokens keep growing for every resource across Redis restarts.
  */
 const ACQUIRE = `
 local token = redis.call('INCR', KEYS[2])
+local floor = tonumber(ARGV[3])
+if token <= floor then
+  token = floor + 1
+  redis.call('SET', KEYS[2], token)
+end
 if redis.call('SET', KEYS[1], token .. ':' .. ARGV[2], 'NX', 'PX', ARGV[1]) then return token end
 return 0`;
 const RENEW = `
@@ -103,11 +110,22 @@ export class LeaseStore {
     }
   }
 
-  /** Takes the lease on `resource` if nobody holds it; null when it is held. Throws if Redis is down. */
-  async tryAcquire(resource: string): Promise<Lease | null> {
+  /**
+   * Takes the lease on `resource` if nobody holds it; null when it is held. Throws if Redis is down.
+   * `floor`: the largest token the caller has seen for the resource; the new one is larger.
+   */
+  async tryAcquire(resource: string, floor = 0): Promise<Lease | null> {
     const token = Number(
       await this.call(() =>
-        this.redis.eval(ACQUIRE, 2, LEASE_PREFIX + resource, FENCE_KEY, this.options.ttlMs, this.holder),
+        this.redis.eval(
+          ACQUIRE,
+          2,
+          LEASE_PREFIX + resource,
+          FENCE_KEY,
+          this.options.ttlMs,
+          this.holder,
+          floor,
+        ),
       ),
     );
     return token > 0 ? new Lease(this, resource, token, this.renewEveryMs) : null;

@@ -83,14 +83,14 @@ export class LocalPool {
 
   private running(versionId: string): LiveInstance[] {
     return [...this.manager.live.values()].filter(
-      (i) => i.version.row.id === versionId && i.status === 'running' && i.managedBy === 'pool',
+      (i) => i.version.row.id === versionId && i.status === 'running',
     );
   }
 
-  /** Instances of the version that count against its maximum here (all but the stopped ones). */
+  /** Instances of the version that count against its maximum here (all but the stopped ones; an operator's too). */
   unstopped(versionId: string): number {
     return [...this.manager.live.values()].filter(
-      (i) => i.version.row.id === versionId && i.status !== 'stopped' && i.managedBy === 'pool',
+      (i) => i.version.row.id === versionId && i.status !== 'stopped',
     ).length;
   }
 
@@ -129,7 +129,7 @@ export class LocalPool {
       let redisLease: RedisLease | null = null;
       if (leases) {
         try {
-          redisLease = await leases.tryAcquire(instance.cid);
+          redisLease = await leases.tryAcquire(instance.cid, instance.fence);
         } catch (error) {
           this.unclaim(instance);
           if (error instanceof RedisUnavailableError) {

@@ -61,9 +61,14 @@ export class PoolUpkeep {
     this.intervalMs = deps.intervalMs ?? 2_000;
   }
 
+  private closed = false;
+
+  /** Starts once Redis answers (a node comes up without it, and its upkeep joins when Redis does). */
   async start(): Promise<void> {
     const connection = this.deps.connection();
     this.heartbeat = connection;
+    if (connection.status !== 'ready') await new Promise((resolve) => connection.once('ready', resolve));
+    if (this.closed) return;
     this.queue = new Queue(this.queueName, { connection, prefix: QUEUE_PREFIX });
     this.queue.on('error', (error) => this.deps.logger.debug({ err: error.message }, 'pool upkeep queue'));
     this.worker = new Worker(this.queueName, (job) => this.process(job), {
@@ -77,16 +82,27 @@ export class PoolUpkeep {
     this.worker.on('failed', (job, error) =>
       this.deps.logger.warn({ job: job?.name, err: error.message }, 'pool upkeep job failed'),
     );
+    await this.register('node started');
+    // Redis here keeps nothing on disk: after it restarts, the schedule and the node entry are gone,
+    // so they are put back whenever the connection is ready again.
+    connection.on('ready', () => void this.register('Redis is back').catch(() => undefined));
+  }
+
+  /** Puts the repeatable tick and this node's entry in Redis (idempotent), and asks for a run now. */
+  private async register(reason: string): Promise<void> {
+    if (this.closed || !this.queue) return;
     await this.queue.upsertJobScheduler(
       'tick',
       { every: this.intervalMs },
       { name: 'tick', opts: { removeOnComplete: true, removeOnFail: 50 } },
     );
-    await this.trigger('node started');
+    await this.heartbeat?.zadd(NODES_KEY, Date.now(), this.queueName);
+    await this.trigger(reason);
   }
 
   /** Asks for an upkeep run soon (never throws: while Redis is down the tick catches up later). */
   async trigger(reason: string): Promise<void> {
+    if (this.closed) return;
     await this.queue
       ?.add('reconcile', { reason }, { removeOnComplete: true, removeOnFail: 50 })
       .catch((error: Error) => this.deps.logger.debug({ err: error.message, reason }, 'upkeep trigger lost'));
@@ -177,9 +193,26 @@ export class PoolUpkeep {
     return report;
   }
 
-  /** Stops taking upkeep jobs (waiting for the running one), removes the tick and the node's queue. */
+  /**
+   * Stops taking upkeep jobs (waiting for the running one), removes the tick and the node's queue. Every
+   * step is bounded: with Redis gone, closing must not hang.
+   */
   async close(): Promise<void> {
-    await this.worker?.close();
+    this.closed = true;
+    const bounded = (work: Promise<unknown> | undefined, ms: number) =>
+      Promise.race([
+        Promise.resolve(work).catch(() => undefined),
+        new Promise((r) => setTimeout(r, ms).unref()),
+      ]);
+    const worker = this.worker;
+    if (worker) {
+      let done = false;
+      await bounded(
+        worker.close().then(() => (done = true)),
+        5_000,
+      );
+      if (!done) await bounded(worker.close(true), 1_000);
+    }
     const queue = this.queue;
     if (queue) {
       const cleanup = async () => {
@@ -187,9 +220,8 @@ export class PoolUpkeep {
         await queue.obliterate({ force: true });
         await this.heartbeat?.zrem(NODES_KEY, this.queueName);
       };
-      // Redis may be gone: cleaning up is best effort, and bounded.
-      await Promise.race([cleanup().catch(() => undefined), new Promise((r) => setTimeout(r, 2_000))]);
-      await queue.close().catch(() => undefined);
+      if (this.heartbeat?.status === 'ready') await bounded(cleanup(), 2_000);
+      await bounded(queue.close(), 1_000);
     }
   }
 }
