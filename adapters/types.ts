@@ -58,6 +58,11 @@ export interface EnclaveHandle extends EnclaveIdentity {
   measurement: Measurement;
   /** The enclave's evidence-signing key (raw Ed25519), generated inside it; absent where a backend signs nothing. */
   publicKey?: Uint8Array;
+  /**
+   * The enclave's encryption key (raw X25519), generated inside it, where the backend has one. Clients
+   * seal requests to it (runtime/seal) once the native evidence binding it has been verified.
+   */
+  encryptionKey?: Uint8Array;
 }
 
 /** What the runtime knows of an execution and wants bound into its evidence. */
@@ -81,8 +86,10 @@ export interface StageExit {
   code: number | null;
   signal: string | null;
   /** Why the stage ended: a normal exit, or the limit that stopped it. */
-  reason: 'exit' | 'timeout' | 'memory' | 'cpu' | 'output' | 'killed' | 'crashed' | 'unavailable';
+  reason: 'exit' | 'timeout' | 'memory' | 'cpu' | 'output' | 'killed' | 'crashed' | 'unavailable' | 'refused';
   detail?: string;
+  /** With `refused` (a sealed request the enclave would not open; the stage did not run). */
+  refusal?: 'key-unknown' | 'invalid';
 }
 
 export interface StageResult {

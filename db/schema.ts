@@ -152,6 +152,8 @@ export const enclaves = sqliteTable(
     measurement: text('measurement').notNull(),
     /** The enclave's own signing key (raw Ed25519), made inside the enclave. */
     publicKey: blob('public_key', { mode: 'buffer' }),
+    /** The enclave's encryption key (raw X25519), made inside it and bound by its native evidence. */
+    encryptionKey: blob('encryption_key', { mode: 'buffer' }),
     /** The backend's native evidence binding the enclave's key to its measurement. */
     nativeEvidence: blob('native_evidence', { mode: 'buffer' }),
     nativeFormat: text('native_format'),
@@ -217,5 +219,69 @@ export const stageExecutions = sqliteTable(
   (t) => [
     index('stage_executions_invocation').on(t.invocationId),
     uniqueIndex('stage_executions_eid_seq').on(t.eid, t.seq),
+  ],
+);
+
+/** A batch submitted over the API: one function version, one job per item. */
+export const batches = sqliteTable(
+  'batches',
+  {
+    id: text('id').primaryKey(),
+    tenantId: text('tenant_id').notNull(),
+    functionId: text('function_id').notNull(),
+    functionName: text('function_name').notNull(),
+    /** The version active at submission: every item of the batch runs it. */
+    versionId: text('version_id').notNull(),
+    /** The request path the anchor sees for each item (each item is POSTed there as JSON). */
+    path: text('path').notNull(),
+    total: integer('total', { mode: 'number' }).notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index('batches_tenant').on(t.tenantId, t.createdAt)],
+);
+
+/**
+ * One unit of queued work and its result; libSQL, not Redis, is its source of truth. The id is the
+ * BullMQ job id and the idempotency key: a job run twice (a worker crash, a Redis loss) records one result.
+ */
+export const batchItems = sqliteTable(
+  'batch_items',
+  {
+    id: text('id').primaryKey(),
+    /** Null for jobs a BullMQ producer put on a function's queue directly, and for cron ticks. */
+    batchId: text('batch_id'),
+    seq: integer('seq', { mode: 'number' }).notNull(),
+    tenantId: text('tenant_id').notNull(),
+    functionId: text('function_id').notNull(),
+    functionName: text('function_name').notNull(),
+    versionId: text('version_id').notNull(),
+    /** The request path the anchor sees; the item is POSTed there as JSON. */
+    path: text('path').notNull(),
+    /** The retry policy the item runs under (from the manifest of its version). */
+    retry: text('retry', { mode: 'json' })
+      .$type<{ attempts: number; backoff: { type: 'exponential' | 'fixed'; delayMs: number } }>()
+      .notNull(),
+    source: text('source', { enum: ['batch', 'queue', 'cron'] }).notNull(),
+    /** The BullMQ queue the item's job is on. */
+    queue: text('queue').notNull(),
+    status: text('status', { enum: ['queued', 'succeeded', 'failed', 'dead'] }).notNull(),
+    /** The item as JSON text; null when it was refused before it could run (too large, not JSON). */
+    input: text('input'),
+    attempts: integer('attempts', { mode: 'number' }).notNull().default(0),
+    invocationId: text('invocation_id'),
+    httpStatus: integer('http_status', { mode: 'number' }),
+    resultType: text('result_type'),
+    resultDigest: text('result_digest'),
+    resultInline: blob('result_inline', { mode: 'buffer' }),
+    resultBlob: text('result_blob'),
+    /** Why the item failed (or, while it is still queued, why its last attempt failed). */
+    error: text('error'),
+    createdAt: createdAt(),
+    finishedAt: integer('finished_at', { mode: 'number' }),
+  },
+  (t) => [
+    uniqueIndex('batch_items_batch_seq').on(t.batchId, t.seq),
+    index('batch_items_batch_status').on(t.batchId, t.status),
+    index('batch_items_status').on(t.status, t.source),
   ],
 );

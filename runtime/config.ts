@@ -24,7 +24,17 @@ const envSchema = z.object({
     .min(1024)
     .max(1024 * MiB)
     .default(64 * MiB),
+  EBCC_QUEUE_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1-64 characters of letters, digits, "_", "." and "-"')
+    .default('bull'),
+  EBCC_BATCH_WORKERS: z.enum(['0', '1']).default('1'),
+  EBCC_BATCH_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(16),
+  EBCC_BATCH_LOCK_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(30_000),
   EBCC_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  EBCC_MAX_CONNECTIONS: z.coerce.number().int().min(1).max(1_000_000).default(16_384),
+  EBCC_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(10_000),
+  EBCC_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(300_000),
 });
 
 export interface Config {
@@ -37,6 +47,15 @@ export interface Config {
   tls: { cert: string; key: string } | undefined;
   maxBundleBytes: number;
   logLevel: z.output<typeof envSchema>['EBCC_LOG_LEVEL'];
+  /** What one client may hold of the server: connections, and how long it may take to send a request. */
+  connections: { max: number; headersTimeoutMs: number; requestTimeoutMs: number };
+  /** BullMQ key prefix of every queue (BullMQ's own default, so that plain producers need no setting). */
+  queuePrefix: string;
+  /** Whether this process runs the batch workers (queue, batch and cron jobs) besides serving. */
+  batchWorkers: boolean;
+  batchConcurrency: number;
+  /** A dead worker's jobs run again after about this long. */
+  batchLockMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -62,6 +81,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     tls: e.EBCC_TLS_CERT && e.EBCC_TLS_KEY ? { cert: e.EBCC_TLS_CERT, key: e.EBCC_TLS_KEY } : undefined,
     maxBundleBytes: e.EBCC_MAX_BUNDLE_BYTES,
     logLevel: e.EBCC_LOG_LEVEL,
+    connections: {
+      max: e.EBCC_MAX_CONNECTIONS,
+      headersTimeoutMs: e.EBCC_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: e.EBCC_REQUEST_TIMEOUT_MS,
+    },
+    queuePrefix: e.EBCC_QUEUE_PREFIX,
+    batchWorkers: e.EBCC_BATCH_WORKERS === '1',
+    batchConcurrency: e.EBCC_BATCH_CONCURRENCY,
+    batchLockMs: e.EBCC_BATCH_LOCK_MS,
     ...overrides,
   };
 }

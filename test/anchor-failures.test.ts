@@ -100,7 +100,7 @@ describe('anchor failures', () => {
   });
 
   it.each(['spin', 'never'])(
-    'an anchor that hangs (%s) answers 504 anchor-timeout and is replaced',
+    '[A4 no endless blocking, A3 bounded CPU] an anchor that hangs (%s) answers 504 anchor-timeout and is replaced',
     async (mode) => {
       const warm = await callFn(gw, token, 'modal');
       expect(warm.status).toBe(200);
@@ -150,7 +150,7 @@ describe('anchor failures', () => {
     expect(next.body.boot).not.toBe(late.body.boot);
   });
 
-  it('an anchor that exceeds its memory answers 502 with a reason naming memory, and is replaced', async () => {
+  it('[A3 bounded memory] an anchor that exceeds its memory answers 502 with a reason naming memory, and is replaced', async () => {
     // A long timeout, so that the memory limit (not the clock, on a slow machine) is what ends it.
     await deployComposite(gw, token, {
       name: 'hog',

@@ -126,20 +126,20 @@ describe('the anchor sandbox', () => {
       expect(key).toMatch(/^(EBCC_(ENTRY|VARS|STAGES|MAX_FRAME_BYTES)|NODE_OPTIONS|PWD)$/);
   });
 
-  it('reads its own bundle, and nothing else: not /etc/passwd, not the database', () => {
+  it('[A1 own files only] reads its own bundle, and nothing else: not /etc/passwd, not the database', () => {
     expect(report.ownBundle).toEqual({ ok: true, value: 'probe' });
     expect(report.passwd).toMatchObject({ ok: false, code: 'ERR_ACCESS_DENIED' });
     expect(report.db).toMatchObject({ ok: false, code: 'ERR_ACCESS_DENIED' });
     expect(report.writeBundle).toMatchObject({ ok: false, code: 'ERR_ACCESS_DENIED' });
   });
 
-  it('cannot start processes or threads', () => {
+  it('[A5 no processes] cannot start processes or threads', () => {
     expect(report.execFile).toMatchObject({ ok: false, code: 'ERR_ACCESS_DENIED' });
     expect(report.spawn).toMatchObject({ ok: false, code: 'ERR_ACCESS_DENIED' });
     expect(report.worker).toMatchObject({ ok: false, code: 'ERR_ACCESS_DENIED' });
   });
 
-  it('reaches the network only through the host, and only the allowlist', () => {
+  it('[A6 network allowlist] reaches the network only through the host, and only the allowlist', () => {
     expect(report.fetchAllowed).toEqual({ ok: true, value: 200 });
     for (const refused of [report.fetchOtherPort, report.fetchOtherHost]) {
       expect(refused.ok).toBe(false);

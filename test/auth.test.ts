@@ -84,7 +84,7 @@ describe('API tokens', () => {
 });
 
 describe('tenant isolation', () => {
-  it("never shows, changes or deletes another tenant's function", async () => {
+  it("[T1 tenant isolation] never shows, changes or deletes another tenant's function", async () => {
     const globex = await gw.token('globex', ['admin']);
     expect((await api(gw.url, globex, 'GET', '/v1/functions')).body.functions).toEqual([]);
     const read = await api(gw.url, globex, 'GET', '/v1/functions/order-signer');

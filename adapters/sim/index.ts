@@ -41,7 +41,9 @@ export function createSimAdapter(config: AdapterConfig): TeeAdapter {
       const enclave = new ShimEnclave(stage, handle, shim());
       enclaves.set(handle.eid, enclave);
       try {
-        handle.publicKey = await enclave.publicKey;
+        const keys = await enclave.keys;
+        handle.publicKey = keys.publicKey;
+        handle.encryptionKey = keys.encryptionKey;
       } catch (error) {
         enclaves.delete(handle.eid);
         await enclave.destroy();

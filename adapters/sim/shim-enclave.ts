@@ -35,7 +35,8 @@ export class ShimEnclave {
   private waiter: ((frame: Frame | SandboxExit) => void) | undefined;
   private exit: SandboxExit | undefined;
   private timedOut = false;
-  readonly publicKey: Promise<Buffer>;
+  /** The enclave's raw evidence key (Ed25519) and encryption key (X25519), once it said hello. */
+  readonly keys: Promise<{ publicKey: Buffer; encryptionKey: Buffer }>;
 
   constructor(
     private readonly image: StageImage,
@@ -47,14 +48,18 @@ export class ShimEnclave {
     this.proc = spawnSandboxed({
       ...sandbox,
       argv: [
-        process.execPath,
+        '/.ebcc-node',
         '--max-semi-space-size=2',
         '/.ebcc-shim/sim-shim.mjs',
         image.mode,
         '--',
         ...sandbox.argv,
       ],
-      binds: [...sandbox.binds, { host: shim.dir, sandbox: '/.ebcc-shim' }],
+      binds: [
+        ...sandbox.binds,
+        { host: shim.dir, sandbox: '/.ebcc-shim' },
+        { host: shim.runtime, sandbox: '/.ebcc-node' },
+      ],
     });
     this.proc.stdin.on('error', () => undefined);
     this.proc.stdout.on('data', (chunk: Buffer) => {
@@ -77,16 +82,19 @@ export class ShimEnclave {
       this.waiter = undefined;
       waiter?.(exit);
     });
-    this.publicKey = this.next(HELLO_TIMEOUT_MS).then((frame) => {
+    this.keys = this.next(HELLO_TIMEOUT_MS).then((frame) => {
       const header = 'header' in frame ? (frame.header as ShimToHost) : undefined;
       if (header?.t !== 'hello') {
         this.proc.kill();
         const why = 'reason' in frame ? describe(frame) : `unexpected ${JSON.stringify(header)}`;
         throw new Error(`the sim enclave did not start: ${why}`);
       }
-      return Buffer.from(header.publicKey, 'hex');
+      return {
+        publicKey: Buffer.from(header.publicKey, 'hex'),
+        encryptionKey: Buffer.from(header.encryptionKey, 'hex'),
+      };
     });
-    this.publicKey.catch(() => undefined);
+    this.keys.catch(() => undefined);
   }
 
   get alive(): boolean {
@@ -125,7 +133,7 @@ export class ShimEnclave {
   async run(run: StageRun): Promise<StageResult> {
     const empty = new Uint8Array(0);
     if (!run.evidence) throw new Error('sim enclaves sign every execution: the evidence context is required');
-    await this.publicKey;
+    await this.keys;
     // An enclave that ended while idle never saw this request: the runtime may serve it elsewhere.
     if (this.exit)
       return { response: empty, log: empty, exit: { ...sandboxExit(this.exit), reason: 'unavailable' } };
@@ -168,7 +176,12 @@ export class ShimEnclave {
     const boundMetadata = take(metadataLength);
     const evidence = got.body.subarray(at);
     const exit: StageExit = { ...header.exit };
-    if (exit.reason !== 'exit' && this.image.mode === 'persistent') this.proc.kill();
+    // The kernel's OOM killer ends the stage with SIGKILL; the shim, which survives, sees only that.
+    if (exit.reason === 'crashed' && exit.signal === 'SIGKILL' && this.proc.oomKills() > 0)
+      Object.assign(exit, { reason: 'memory', detail: 'the stage ran out of memory (OOM kill)' });
+    // A refused sealed request ran nothing: the enclave stays. Any other failure ends a persistent one.
+    if (exit.reason !== 'exit' && exit.reason !== 'refused' && this.image.mode === 'persistent')
+      this.proc.kill();
     return { response, log, exit, evidence, boundMetadata };
   }
 
@@ -177,7 +190,7 @@ export class ShimEnclave {
     let checkpoint: Uint8Array | undefined;
     if (evidence && this.alive) {
       try {
-        await this.publicKey;
+        await this.keys;
         const answer = this.next(2_000);
         this.proc.stdin.write(encodeFrame({ t: 'checkpoint', context: this.context(evidence) }));
         const got = await answer;

@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { interpreterBinds, spawnSandboxed, type SandboxProcess } from '../sandbox/index.ts';
 import { encodeFrame, FrameReader, type Frame } from './guest/wire.mjs';
+import { parseGuestFrame, type GuestFrame } from './guest-frames.ts';
 import { networkAllowed } from './network.ts';
 import {
   AnchorLoadError,
@@ -130,12 +131,19 @@ class ProcessAnchor implements AnchorInstance {
         this.kill();
         return;
       }
-      for (const frame of frames) {
-        const t = frame.header.t;
-        if (t === 'ready') markReady();
-        else if (t === 'load-error')
-          failLoad(new AnchorLoadError(`the anchor module failed to load: ${String(frame.header.message)}`));
-        else this.onFrame(frame);
+      for (const { header, body } of frames) {
+        const parsed = parseGuestFrame(header);
+        if (!parsed.ok) {
+          // Tenant code can write to fd 3 itself: a frame the harness would never send ends the anchor.
+          this.orphanConsole('error', `ebcc: anchor wire: ${parsed.error}`);
+          this.kill();
+          return;
+        }
+        const frame = parsed.frame;
+        if (frame.t === 'ready') markReady();
+        else if (frame.t === 'load-error')
+          failLoad(new AnchorLoadError(`the anchor module failed to load: ${String(frame.message)}`));
+        else this.onFrame(frame, body);
       }
     });
     this.channel.on('error', () => undefined);
@@ -239,44 +247,34 @@ class ProcessAnchor implements AnchorInstance {
     return outcome.then((o) => ({ outcome: o, finished }));
   }
 
-  private onFrame({ header, body }: Frame): void {
-    const h = header as Record<string, unknown>;
-    const p =
-      typeof h.id === 'number'
-        ? this.pending.get(h.id)
-        : typeof h.invocation === 'number'
-          ? this.pending.get(h.invocation)
-          : undefined;
+  private onFrame(h: GuestFrame, body: Buffer): void {
+    const key = 'id' in h ? h.id : 'invocation' in h ? h.invocation : undefined;
+    const p = typeof key === 'number' ? this.pending.get(key) : undefined;
     switch (h.t) {
       case 'console':
-        if (p) this.appendConsole(p, String(h.level), String(h.text));
-        else this.orphanConsole(String(h.level), String(h.text));
+        if (p) this.appendConsole(p, h.level, h.text);
+        else this.orphanConsole(h.level, h.text);
         return;
       case 'response':
         // An answer that comes after the timeout fired is too late: the timeout stands.
-        if (this.timedOut.has(h.id as number)) return;
+        if (this.timedOut.has(h.id)) return;
         p?.settle({
           kind: 'response',
-          response: {
-            status: Number(h.status),
-            statusText: String(h.statusText ?? ''),
-            headers: h.headers as [string, string][],
-            body,
-          },
+          response: { status: h.status, statusText: h.statusText ?? '', headers: h.headers, body },
         });
         return;
       case 'error':
-        if (this.timedOut.has(h.id as number)) return;
-        p?.settle({ kind: 'error', message: String(h.message) });
+        if (this.timedOut.has(h.id)) return;
+        p?.settle({ kind: 'error', message: h.message });
         return;
       case 'done':
         if (!p) return;
         clearTimeout(p.timer);
-        this.pending.delete(h.id as number);
+        this.pending.delete(h.id);
         p.finish({
           console: p.console,
           consoleTruncated: p.consoleTruncated,
-          waitUntilErrors: h.waitUntilErrors as string[],
+          waitUntilErrors: h.waitUntilErrors,
         });
         return;
       case 'stage':
@@ -288,9 +286,7 @@ class ProcessAnchor implements AnchorInstance {
               status: 400,
               message: 'stages can only be called during an invocation',
             };
-          return p.hooks.stage(String(h.stage), body, {
-            nonce: typeof h.nonce === 'string' ? h.nonce : undefined,
-          });
+          return p.hooks.stage(h.stage, body, { nonce: h.nonce });
         });
         return;
       case 'net':
@@ -313,10 +309,10 @@ class ProcessAnchor implements AnchorInstance {
     if (!this.channel.destroyed) this.channel.write(encodeFrame({ ...header, t: 'reply', callId }, body));
   }
 
-  private async proxyFetch(h: Record<string, unknown>, body: Buffer) {
+  private async proxyFetch(h: Extract<GuestFrame, { t: 'net' }>, body: Buffer) {
     let url: URL;
     try {
-      url = new URL(String(h.url));
+      url = new URL(h.url);
     } catch {
       return { ok: false, message: 'invalid URL' };
     }
@@ -324,8 +320,8 @@ class ProcessAnchor implements AnchorInstance {
       return { ok: false, message: `${url.host} is not in this function's network allowlist` };
     }
     const response = await fetch(url, {
-      method: String(h.method),
-      headers: h.headers as [string, string][],
+      method: h.method,
+      headers: h.headers,
       body: body.length ? new Uint8Array(body) : undefined,
       redirect: 'manual',
       signal: AbortSignal.timeout(this.spec.limits.timeoutMs),

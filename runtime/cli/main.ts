@@ -1,5 +1,6 @@
 import { Command, CommanderError, Option } from 'commander';
 import { configFrom, registerAdminCommands } from './commands/admin.ts';
+import { registerBatchCommands } from './commands/batch.ts';
 import { registerEvidenceCommands } from './commands/evidence.ts';
 import { registerFunctionCommands } from './commands/functions.ts';
 import { registerInstanceCommands } from './commands/instances.ts';
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   registerAdminCommands(program);
   registerFunctionCommands(program);
   registerInstanceCommands(program);
+  registerBatchCommands(program);
   registerEvidenceCommands(program, () => configFrom(program));
   registerWorkerCommand(program);
   program.commands.forEach(function exitOverrideAll(cmd: Command) {

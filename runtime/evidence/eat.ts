@@ -38,6 +38,10 @@ export const CLAIM = {
   metadataDigest: -75012,
   nativeEvidenceDigest: -75013,
   kind: -75014,
+  /** Sealed requests only: HMAC-SHA256 of the plaintexts inside the enclave, keyed by the HPKE exchange. */
+  requestPlaintextDigest: -75015,
+  responsePlaintextDigest: -75016,
+  logPlaintextDigest: -75017,
 } as const;
 
 /** dbgstat (RFC 9711 section 4.2.9): 0 = enabled (software enclave), 3 = disabled-permanently (hardware). */
@@ -74,6 +78,14 @@ export interface EvidenceClaims {
   responseDigest?: Buffer;
   logDigest?: Buffer;
   metadataDigest?: Buffer;
+  /**
+   * Present when the request was sealed: keyed digests (HMAC-SHA256 under a key exported from the
+   * HPKE exchange, which only the client and the enclave hold) of the plaintext request, response and
+   * log. The plain digests above then cover the sealed envelopes.
+   */
+  requestPlaintextDigest?: Buffer;
+  responsePlaintextDigest?: Buffer;
+  logPlaintextDigest?: Buffer;
   nativeEvidenceDigest: Buffer;
   kind: EvidenceKind;
 }
@@ -116,6 +128,8 @@ export interface ExecutionInput extends EnclaveClaimsInput {
   /** Bound metadata: bytes fixed before the execution is persisted (the runtime: canonical JSON). */
   metadata?: Uint8Array;
   metadataDigest?: Uint8Array;
+  /** For a sealed request, all three: keyed digests of the plaintexts (see EvidenceClaims). */
+  sealed?: { request: Uint8Array; response: Uint8Array; log: Uint8Array };
 }
 
 export type CheckpointInput = EnclaveClaimsInput;
@@ -181,6 +195,11 @@ function claimsEntries(c: EvidenceClaims): [number, CborValue][] {
   if (c.logDigest) entries.push([CLAIM.logDigest, c.logDigest]);
   if (c.metadataDigest) entries.push([CLAIM.metadataDigest, c.metadataDigest]);
   entries.push([CLAIM.nativeEvidenceDigest, c.nativeEvidenceDigest], [CLAIM.kind, c.kind]);
+  if (c.requestPlaintextDigest) entries.push([CLAIM.requestPlaintextDigest, c.requestPlaintextDigest]);
+  if (c.responsePlaintextDigest) entries.push([CLAIM.responsePlaintextDigest, c.responsePlaintextDigest]);
+  if (c.logPlaintextDigest) entries.push([CLAIM.logPlaintextDigest, c.logPlaintextDigest]);
+  return entries;
+  entries.push([CLAIM.nativeEvidenceDigest, c.nativeEvidenceDigest], [CLAIM.kind, c.kind]);
   return entries;
 }
 
@@ -243,6 +262,14 @@ export function signExecution(input: ExecutionInput, privateKey: KeyObject): Buf
   claims.responseDigest = artifactDigest('response', input.response, input.responseDigest);
   claims.logDigest = artifactDigest('log', input.log, input.logDigest);
   claims.metadataDigest = artifactDigest('metadata', input.metadata, input.metadataDigest);
+  if (input.sealed) {
+    for (const d of Object.values(input.sealed))
+      if (d.length !== 32)
+        throw new EvidenceInputError('sealed plaintext digests are 32 bytes (HMAC-SHA256)');
+    claims.requestPlaintextDigest = Buffer.from(input.sealed.request);
+    claims.responsePlaintextDigest = Buffer.from(input.sealed.response);
+    claims.logPlaintextDigest = Buffer.from(input.sealed.log);
+  }
   return coseSign1(encodeClaims(claims), privateKey, info.kid);
 }
 
@@ -352,9 +379,18 @@ function decodeClaims(payload: Buffer): EvidenceClaims {
     metadataDigest: optionalBytes(CLAIM.metadataDigest, 'metadata digest', 32),
   };
   const present = Object.values(digests).filter(Boolean).length;
+  const sealed = {
+    requestPlaintextDigest: optionalBytes(CLAIM.requestPlaintextDigest, 'request plaintext digest', 32),
+    responsePlaintextDigest: optionalBytes(CLAIM.responsePlaintextDigest, 'response plaintext digest', 32),
+    logPlaintextDigest: optionalBytes(CLAIM.logPlaintextDigest, 'log plaintext digest', 32),
+  };
+  const sealedPresent = Object.values(sealed).filter(Boolean).length;
+  if (sealedPresent !== 0 && (sealedPresent !== 3 || kind !== 'execution'))
+    bad('plaintext digests come as a set of three, in executions only');
   if (kind === 'execution') {
     if (present !== 4) bad('an execution carries request, response, log and metadata digests');
     Object.assign(claims, digests);
+    if (sealedPresent) Object.assign(claims, sealed);
   } else {
     if (present !== 0) bad('a checkpoint carries no artifact digests');
     if (nonce) bad('a checkpoint carries no nonce');

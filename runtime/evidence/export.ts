@@ -50,6 +50,7 @@ export async function exportInvocation(
       stage: e.stage,
       backend: e.backend,
       publicKey: (e.publicKey ?? Buffer.alloc(0)).toString('hex'),
+      ...(e.encryptionKey ? { encryptionKey: e.encryptionKey.toString('hex') } : {}),
       nativeFormat: e.nativeFormat ?? 'none',
       nativeEvidence: toBase64(e.nativeEvidence ?? Buffer.alloc(0)),
       measurement: { alg: e.measurementAlg, value: e.measurement },

@@ -619,3 +619,51 @@ export function failedChecks(result: EarResult): string[] {
     submod['ebcc.reasons'].filter((r) => !r.ok).map((r) => `${name}: ${r.check}: ${r.detail}`),
   );
 }
+
+export interface EnclaveKeyAppraisal {
+  status: EarStatus;
+  reasons: EarReason[];
+}
+
+/**
+ * Appraises the enclave behind an encryption key (from `GET …/stages/:stage/key`): the native evidence
+ * is rooted in a trust anchor, its signatures hold, it binds this evidence key AND this encryption key to
+ * the enclave's cid, eid and stage, its measurement is the recorded one (and a reference value, when
+ * given), and it is hardware-protected or `allowSim` accepts a software root. A client seals to the key
+ * only when the status is not `contraindicated`. Never throws on bad input.
+ */
+export function appraiseEnclaveKey(
+  enclave: BundleEnclave,
+  cid: string,
+  options: Omit<VerifyBundleOptions, 'nonce'>,
+): EnclaveKeyAppraisal {
+  const anchors = normaliseAnchors(options.trustAnchors);
+  const shell = { invocation: { cid } } as EvidenceBundle;
+  const ctx = appraiseEnclave(enclave, shell, anchors, options);
+  const reasons = [...ctx.reasons];
+  reasons.push(
+    enclave.encryptionKey
+      ? reason(
+          'enclave.encryption-key',
+          true,
+          `X25519 key ${enclave.encryptionKey.slice(0, 16)}… is in the binding`,
+        )
+      : reason('enclave.encryption-key', false, 'the enclave has no encryption key'),
+  );
+  if (ctx.anchorKind === undefined) {
+    reasons.push(reason('hardware', false, 'no trusted root: hardware protection not established'));
+  } else if (ctx.anchorKind !== SOFTWARE_ROOT_KIND) {
+    reasons.push(reason('hardware', true, `rooted in a device key (${ctx.anchorKind})`));
+  } else {
+    reasons.push(
+      options.allowSim
+        ? reason('hardware', true, 'not hardware-protected: software root accepted by allowSim (--allow-sim)')
+        : reason(
+            'hardware',
+            false,
+            'not hardware-protected (sim / software root); accepted only with allowSim',
+          ),
+    );
+  }
+  return { status: statusOf(reasons), reasons };
+}

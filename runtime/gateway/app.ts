@@ -2,12 +2,14 @@ import { Hono } from 'hono';
 import { requestId } from 'hono/request-id';
 import type { AppEnv, GatewayDeps } from './context.ts';
 import { problemHandlers } from './middleware/problem.ts';
+import { batchRoutes, batchSubmitRoutes } from './routes/batches.ts';
 import { functionRoutes } from './routes/functions.ts';
 import { healthRoutes } from './routes/health.ts';
 import { instanceRoutes } from './routes/instances.ts';
 import { invocationRoutes } from './routes/invocations.ts';
 import { invokeRoutes } from './routes/invoke.ts';
 import { metricsRoutes } from './routes/metrics.ts';
+import { stageKeyRoutes } from './routes/stage-keys.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 
 /** The gateway: one Hono app composed from route modules. */
@@ -32,6 +34,9 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
   app.route('/', healthRoutes(deps));
   app.route('/', metricsRoutes(deps));
   app.route('/v1/functions', functionRoutes(deps));
+  app.route('/v1/functions', batchSubmitRoutes(deps));
+  app.route('/v1/batches', batchRoutes(deps));
+  app.route('/v1/functions', stageKeyRoutes(deps));
   app.route('/v1/tokens', tokenRoutes(deps));
   app.route('/v1/instances', instanceRoutes(deps));
   app.route('/v1/invocations', invocationRoutes(deps));

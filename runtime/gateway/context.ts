@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Database, Db } from '../../db/client.ts';
 import type { Principal } from '../auth/tokens.ts';
+import type { BatchProducer } from '../batch/producer.ts';
 import type { GroupCommitter } from '../artifacts/group-commit.ts';
 import type { Config } from '../config.ts';
 import type { CompositeManager } from '../lifecycle/manager.ts';
@@ -17,6 +18,7 @@ export interface GatewayDeps {
   committer: GroupCommitter;
   manager: CompositeManager;
   pool: LocalPool;
+  batches: BatchProducer;
   /** The host-local runtime the above come from (pool upkeep, metrics, announcements to other nodes). */
   node: NodeRuntime;
 }

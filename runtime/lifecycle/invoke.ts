@@ -1,7 +1,7 @@
 import { eq } from 'drizzle-orm';
 import { invocations } from '../../db/schema.ts';
 import type { AnchorRequest, StageReply } from '../anchor/types.ts';
-import { InvocationBatch, type GroupCommitter } from '../artifacts/group-commit.ts';
+import { InvocationBatch, type GroupCommitter, type Write } from '../artifacts/group-commit.ts';
 import { newId } from '../ids.ts';
 import { Problem } from '../problem.ts';
 import { StageError, type StageOutcome } from '../stages/dispatcher.ts';
@@ -12,6 +12,11 @@ export interface InvocationMeta {
   start: 'cold' | 'warm';
   /** Time spent getting an instance (lease wait, or create and start on a cold start). */
   acquireMs: number;
+  /**
+   * A write committed in the same transaction as the invocation record (a queued item's result), so
+   * that the two are durable together or not at all.
+   */
+  alsoCommit?: (result: Omit<InvocationResult, 'executions'>) => Write;
 }
 
 export interface InvocationResult {
@@ -22,6 +27,8 @@ export interface InvocationResult {
   /** Set when the anchor did not produce a Response. */
   problem?: Problem;
   executions: { stage: string; eid: number; seq: number; executionId: string }[];
+  /** Stage calls the dispatcher refused or failed (the anchor saw them as errors). */
+  stageErrors: { stage: string; code: string; status: number; message: string }[];
 }
 
 const round = (ms: number) => +ms.toFixed(3);
@@ -41,6 +48,7 @@ export async function invokeInstance(
   const startedAt = Date.now();
   const t0 = performance.now();
   const outcomes: StageOutcome[] = [];
+  const stageErrors: InvocationResult['stageErrors'] = [];
   const batch = new InvocationBatch(committer);
   const durables: Promise<void>[] = [];
   instance.lastUsedAt = Date.now();
@@ -61,6 +69,7 @@ export async function invokeInstance(
           };
         } catch (error) {
           if (!(error instanceof StageError)) throw error;
+          stageErrors.push({ stage, code: error.code, status: error.status, message: error.message });
           const failed = (error as StageError & { outcome?: StageOutcome }).outcome;
           if (failed) {
             outcomes.push(failed);
@@ -77,7 +86,7 @@ export async function invokeInstance(
       },
     });
     const anchorMs = performance.now() - t0;
-    let result: Omit<InvocationResult, 'invocationId' | 'executions'>;
+    let result: Omit<InvocationResult, 'invocationId' | 'executions' | 'stageErrors'>;
     let errorText: string | null = null;
     if (outcome.kind === 'response') {
       const { status, headers, body } = outcome.response;
@@ -113,7 +122,14 @@ export async function invokeInstance(
     const consoleText = (lines: { level: string; text: string }[], truncated: boolean) =>
       lines.map((l) => `[${l.level}] ${l.text}`).join('\n') + (truncated ? '\n[ebcc] console truncated' : '');
     if (summary) record.console = consoleText(summary.console, summary.consoleTruncated);
-    await Promise.all([...durables, batch.commit((tx) => tx.insert(invocations).values(record))]);
+    const also = meta.alsoCommit?.({ invocationId, ...result, stageErrors });
+    await Promise.all([
+      ...durables,
+      batch.commit(async (tx) => {
+        await tx.insert(invocations).values(record);
+        if (also) await also(tx);
+      }),
+    ]);
     // Work the anchor left running (ctx.waitUntil) may still log; record that when it is done.
     if (!summary) {
       void finished.then(async (late) => {
@@ -133,6 +149,7 @@ export async function invokeInstance(
     return {
       invocationId,
       ...result,
+      stageErrors,
       executions: outcomes.map((o) => ({
         stage: o.stage,
         eid: o.eid,

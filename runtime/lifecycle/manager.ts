@@ -91,8 +91,11 @@ export class CompositeManager {
     const cid = newId('c');
     const bindings = new Map<string, StageBinding>(
       loaded.stages.map((image) => {
-        const schema = loaded.manifest.stages.find((s) => s.name === image.name)!.requestSchema;
-        return [image.name, { image, validate: compileRequestSchema(schema) }];
+        const stage = loaded.manifest.stages.find((s) => s.name === image.name)!;
+        return [
+          image.name,
+          { image, validate: compileRequestSchema(stage.requestSchema), sealing: stage.sealing },
+        ];
       }),
     );
     const stages = new InstanceStages(

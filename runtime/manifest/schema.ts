@@ -30,7 +30,10 @@ export const bundlePath = z
   .refine((p) => !p.includes('\\') && !p.includes('\0'), 'must not contain backslashes or NUL')
   .refine((p) => !p.startsWith('/'), 'must be relative to the bundle root')
   .refine((p) => !p.split('/').includes('..'), 'must not contain ".." segments')
-  .refine((p) => posix.normalize(p) === p && p !== '.' && !p.startsWith('./'), 'must be a normalized path');
+  .refine(
+    (p) => posix.normalize(p) === p && p !== '.' && !p.startsWith('./') && !p.endsWith('/'),
+    'must be a normalized path',
+  );
 
 const intRange = (min: number, max: number) => z.number().int().min(min).max(max);
 
@@ -98,6 +101,17 @@ export const stageSchema = z.strictObject({
   limits: stageLimits,
   /** A JSON Schema that every request to this stage must satisfy (requests are then JSON). */
   requestSchema: z.record(z.string(), z.unknown()).optional(),
+  /**
+   * Sealed requests (docs/security.md): `required` refuses plaintext requests; `publicFields` names the
+   * top-level request fields a client may also show in clear to the anchor (the enclave checks that they
+   * equal the sealed ones). The request schema applies to plaintext requests only.
+   */
+  sealing: z
+    .strictObject({
+      required: z.boolean().default(false),
+      publicFields: z.array(z.string().min(1).max(64)).max(64).default([]),
+    })
+    .optional(),
   /** Pinned reference values: deploy is refused when the computed ones differ. */
   reference: z
     .strictObject({
@@ -142,13 +156,26 @@ const routePath = z
   .refine((p) => !p.split('/').includes('..'), 'must not contain ".." segments')
   .refine((p) => !/^\/(v1|fn|healthz|readyz|metrics)(\/|$)/.test(p), 'must not shadow a gateway route');
 
+/** The request path the anchor sees for a queued item (POSTed there as JSON). */
+const jobPath = z
+  .string()
+  .max(200)
+  .regex(/^\/[A-Za-z0-9._~\-/]*$/, 'must be an absolute URL path of unreserved characters')
+  .refine((p) => !p.split('/').includes('..'), 'must not contain ".." segments')
+  .default('/');
+
 const cronExpression = z.string().regex(/^(\S+\s+){4,5}\S+$/, 'must be a cron expression of 5 or 6 fields');
 
 export const triggersSchema = z
   .strictObject({
     http: z.strictObject({ route: routePath.optional(), public: z.boolean().default(false) }).prefault({}),
     queue: z
-      .strictObject({ name: identifier, concurrency: intRange(1, 256).default(1), retry: retrySchema })
+      .strictObject({
+        name: identifier,
+        concurrency: intRange(1, 256).default(1),
+        path: jobPath,
+        retry: retrySchema,
+      })
       .optional(),
     cron: z
       .array(
@@ -156,6 +183,7 @@ export const triggersSchema = z
           schedule: cronExpression,
           timezone: z.string().max(64).optional(),
           input: z.unknown().optional(),
+          path: jobPath,
           retry: retrySchema,
         }),
       )

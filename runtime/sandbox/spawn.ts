@@ -176,6 +176,7 @@ function failedProcess(detail: string): SandboxProcess {
     cgroups: [],
     sandboxPid: Promise.resolve(null),
     kill: () => {},
+    oomKills: () => 0,
     exited: Promise.resolve(exit),
   };
 }
@@ -488,6 +489,7 @@ export function spawnSandboxed(opts: SandboxOptions): SandboxProcess {
     cgroups: cgroup.paths,
     sandboxPid,
     kill: (signal: NodeJS.Signals = 'SIGKILL') => killTree('killed', signal),
+    oomKills: () => cgroup.oomKills(),
     exited,
   };
 }

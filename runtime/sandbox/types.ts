@@ -86,6 +86,11 @@ export interface SandboxProcess {
   sandboxPid: Promise<number | null>;
   /** SIGKILL (default) kills the whole sandbox; other signals go to the sandbox init, which forwards them */
   kill(signal?: NodeJS.Signals): void;
+  /**
+   * OOM kills so far in the sandbox's memory cgroup (-1 if unknown). A workload whose child was
+   * OOM-killed lives on, so its exit alone cannot say that memory ran out.
+   */
+  oomKills(): number;
   exited: Promise<SandboxExit>;
 }
 

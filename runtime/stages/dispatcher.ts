@@ -16,6 +16,7 @@ import { enclaves, stageExecutions } from '../../db/schema.ts';
 import type { GroupCommitter, InvocationBatch, Write } from '../artifacts/group-commit.ts';
 import { LOG_LIMIT, storeBytes } from '../artifacts/records.ts';
 import { enclaveBinding } from '../evidence/binding.ts';
+import { parseSealedRequest, SealError } from '../seal/envelope.ts';
 import { newId } from '../ids.ts';
 import type { EidAllocator } from './eid-allocator.ts';
 import type { RequestValidator } from './request-schema.ts';
@@ -27,7 +28,10 @@ export type StageErrorCode =
   | 'stage-failed'
   | 'response-too-large'
   | 'backend-unavailable'
-  | 'stopped';
+  | 'stopped'
+  | 'request-not-sealed'
+  | 'sealed-key-unknown'
+  | 'sealed-request-invalid';
 
 /** A stage request that did not produce a response; `status` is the HTTP status it maps to. */
 export class StageError extends Error {
@@ -45,6 +49,15 @@ export class StageError extends Error {
 export interface StageBinding {
   image: StageImage;
   validate: RequestValidator | null;
+  /** The manifest's sealing policy for the stage. */
+  sealing?: { required: boolean; publicFields: string[] };
+}
+
+/** What a client needs to seal requests to a stage's current enclave (GET …/stages/:stage/key). */
+export interface EnclaveKey {
+  cid: string;
+  handle: EnclaveHandle;
+  native: NativeEvidence;
 }
 
 export interface StageTimings {
@@ -136,7 +149,13 @@ export class InstanceStages {
     if (handle.publicKey) {
       // The enclave made its key inside itself; its native evidence binds that key, and which enclave
       // it is, to its measurement. Every execution it signs then refers to this by digest.
-      const binding = enclaveBinding({ publicKey: handle.publicKey, cid: this.cid, eid, stage: image.name });
+      const binding = enclaveBinding({
+        publicKey: handle.publicKey,
+        ...(handle.encryptionKey ? { encryptionKey: handle.encryptionKey } : {}),
+        cid: this.cid,
+        eid,
+        stage: image.name,
+      });
       try {
         enclave.native = await adapter.attest(handle, binding);
       } catch (error) {
@@ -188,6 +207,43 @@ export class InstanceStages {
     void done.finally(() => this.retiring.delete(done));
   }
 
+  /**
+   * The encryption key of the stage's persistent enclave (made if need be), with the native evidence
+   * that binds it. Oneshot stages have none: each request gets a fresh enclave, whose key nobody can
+   * know in advance.
+   */
+  async enclaveKey(stageName: string): Promise<EnclaveKey> {
+    const binding = this.bindings.get(stageName);
+    if (!binding)
+      throw new StageError(
+        'unknown-stage',
+        `no stage "${stageName}"; this function has: ${[...this.bindings.keys()].join(', ')}`,
+        404,
+      );
+    if (binding.image.mode !== 'persistent')
+      throw new StageError(
+        'request-invalid',
+        `stage "${stageName}" is oneshot: every request gets a fresh enclave, so there is no key to seal to in advance; sealing needs a persistent stage`,
+        409,
+      );
+    // Taken in the stage's request queue, so that it is the enclave the next request will reach.
+    const turn = (this.turns.get(stageName) ?? Promise.resolve()).then(() =>
+      this.livePersistent(stageName, binding.image),
+    );
+    this.turns.set(
+      stageName,
+      turn.catch(() => undefined),
+    );
+    const enclave = await turn;
+    if (!enclave.native || !enclave.handle.encryptionKey)
+      throw new StageError(
+        'backend-unavailable',
+        `the ${binding.image.backend} backend gives stage "${stageName}" no attested encryption key`,
+        501,
+      );
+    return { cid: this.cid, handle: enclave.handle, native: enclave.native };
+  }
+
   async invoke(
     invocationId: string,
     stageName: string,
@@ -205,7 +261,7 @@ export class InstanceStages {
         400,
       );
     }
-    const { image, validate } = binding;
+    const { image, validate, sealing } = binding;
     if (request.byteLength > image.limits.maxRequestBytes) {
       throw new StageError(
         'request-too-large',
@@ -213,7 +269,29 @@ export class InstanceStages {
         413,
       );
     }
-    const invalid = validate?.(request);
+    // A sealed request is opaque here: its schema is the stage's to check on the plaintext, inside the
+    // enclave. The host checks only the envelope and which fields it shows in clear.
+    let sealed;
+    try {
+      sealed = parseSealedRequest(request);
+    } catch (error) {
+      if (!(error instanceof SealError)) throw error;
+      throw new StageError('sealed-request-invalid', error.message, 400);
+    }
+    if (!sealed && sealing?.required)
+      throw new StageError(
+        'request-not-sealed',
+        `stage "${stageName}" takes sealed requests only (its manifest says sealing.required)`,
+        422,
+      );
+    const shown = Object.keys(sealed?.public ?? {}).filter((k) => !sealing?.publicFields.includes(k));
+    if (shown.length)
+      throw new StageError(
+        'sealed-request-invalid',
+        `the sealed request shows field(s) ${shown.join(', ')} in clear; the manifest of stage "${stageName}" allows ${sealing?.publicFields.length ? sealing.publicFields.join(', ') : 'none'}`,
+        422,
+      );
+    const invalid = sealed ? null : validate?.(request);
     if (invalid)
       throw new StageError(
         'request-invalid',
@@ -274,8 +352,9 @@ export class InstanceStages {
             allocateMs += ms(t4);
             done = await execute();
           }
-          // Decided before the next request's turn: a failed enclave serves nothing more.
-          if (!succeeded(done.exit)) this.retire(stageName, enclave);
+          // Decided before the next request's turn: a failed enclave serves nothing more. A refused
+          // sealed request ran nothing, so the enclave stays.
+          if (!succeeded(done.exit) && done.exit.reason !== 'refused') this.retire(stageName, enclave);
           return done;
         });
         this.turns.set(
@@ -316,6 +395,18 @@ export class InstanceStages {
       durable,
     };
     durable.catch(() => undefined);
+    if (!ok && result.exit.reason === 'refused') {
+      const unknownKey = result.exit.refusal === 'key-unknown';
+      throw Object.assign(
+        new StageError(
+          unknownKey ? 'sealed-key-unknown' : 'sealed-request-invalid',
+          `stage "${stageName}" refused the sealed request: ${result.exit.detail ?? 'it does not open'}`,
+          unknownKey ? 421 : 400,
+          enclave.handle.eid,
+        ),
+        { outcome },
+      );
+    }
     if (!ok) {
       const limit = result.exit.reason === 'output';
       throw Object.assign(
@@ -451,6 +542,7 @@ function enclaveRecord(
       measurementAlg: handle.measurement.alg,
       measurement: handle.measurement.value,
       publicKey: handle.publicKey ? Buffer.from(handle.publicKey) : null,
+      encryptionKey: handle.encryptionKey ? Buffer.from(handle.encryptionKey) : null,
       nativeEvidence: native ? Buffer.from(native.bytes) : null,
       nativeFormat: native?.format ?? null,
       finalCheckpoint: checkpoint,

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -24,7 +25,18 @@ export async function cleanupAll(): Promise<void> {
 }
 
 export function testConfig(home: string, overrides: Partial<Config> = {}): Config {
-  return loadConfig({ REDIS_URL: inject('redisUrl') }, { home, port: 0, logLevel: 'silent', ...overrides });
+  // Queues get a prefix of their own, so that gateways of parallel test files never share a job.
+  return loadConfig(
+    { REDIS_URL: inject('redisUrl') },
+    {
+      home,
+      port: 0,
+      logLevel: 'silent',
+      queuePrefix: `t${randomBytes(6).toString('hex')}`,
+      batchWorkers: false,
+      ...overrides,
+    },
+  );
 }
 
 export interface TestGateway extends RunningGateway {

@@ -3,16 +3,35 @@
  * enclave starts, hands the host only the public half, runs the stage, and for each request hashes the
  * bytes the stage really received and produced, binds them to the execution's identity and to the
  * previous entry of the enclave's chain, and signs. The host sees digests and signatures it cannot forge.
+ *
+ * It also makes the enclave's X25519 encryption key. A request sealed to that key (runtime/seal) is
+ * opened here, the stage gets the plaintext, and its output and log are sealed to the client's response
+ * key before they leave: the host then holds only envelopes, and the evidence binds both the envelopes
+ * and (keyed) digests of the plaintexts.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { signCheckpoint, signExecution, genesisDigest } from '../../../runtime/evidence/eat.ts';
 import { canonicalJson } from '../../../runtime/util/canonical-json.ts';
 import { encodeFrame, FrameReader } from '../../../runtime/anchor/guest/wire.mjs';
+import { generateX25519 } from '../../../runtime/seal/hpke.ts';
+import {
+  LOG_FORMAT,
+  openRequest,
+  parseSealedRequest,
+  plaintextDigest,
+  RESPONSE_FORMAT,
+  SealError,
+  sealReply,
+  type OpenedRequest,
+} from '../../../runtime/seal/envelope.ts';
 import type { ExecutionContext, HostToShim, ShimExit, ShimToHost } from './protocol.ts';
+import { StageFrameReader } from './stage-frames.ts';
 
 // Equal to the runtime's stored log limit, so that the log a verifier gets is the log that was signed.
 const LOG_CAP = 64 * 1024;
+// A sealed log (base64url in a JSON envelope) must still fit the stored log limit: its plaintext is cut here.
+const SEALED_LOG_CAP = 48 * 1024;
 const MAX_FRAME = 80 * 1024 * 1024;
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest();
 
@@ -23,6 +42,7 @@ const stageEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => 
 
 const { privateKey, publicKey } = generateKeyPairSync('ed25519');
 const rawPublicKey = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
+const encryptionKey = generateX25519();
 let seq = 0;
 let prev: Buffer | undefined;
 
@@ -82,7 +102,7 @@ async function runOneshot(request: Buffer, maxResponseBytes: number) {
 
 class PersistentStage {
   private readonly child = spawnStage();
-  private buffer: Buffer = Buffer.alloc(0);
+  private readonly frames = new StageFrameReader();
   private waiter: ((frame: Buffer | ShimExit) => void) | undefined;
   private log = new Capped(LOG_CAP);
   private died: ShimExit | undefined;
@@ -111,33 +131,32 @@ class PersistentStage {
   }
 
   private onData(chunk: Buffer): void {
-    this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
-    if (this.buffer.length < 4) return;
-    const length = this.buffer.readUInt32BE(0);
-    if (length > this.maxResponseBytes) {
-      this.died = {
-        code: null,
-        signal: 'SIGKILL',
-        reason: 'output',
-        detail: `a ${length}-byte response frame`,
-      };
-      this.child.kill('SIGKILL');
-      return;
-    }
-    if (this.buffer.length < 4 + length) return;
-    const frame = this.buffer.subarray(4, 4 + length);
-    this.buffer = this.buffer.subarray(4 + length);
-    const waiter = this.waiter;
-    this.waiter = undefined;
-    if (waiter) waiter(frame);
-    else {
-      this.died = {
-        code: null,
-        signal: 'SIGKILL',
-        reason: 'crashed',
-        detail: 'the stage wrote a frame nobody asked for',
-      };
-      this.child.kill('SIGKILL');
+    // A stage may write several frames in one chunk: each is looked at, so a frame nobody asked for is
+    // never left buffered to be taken as the answer to the next request.
+    for (const event of this.frames.push(chunk, this.maxResponseBytes)) {
+      if (this.died) return;
+      if (event.kind === 'oversized') {
+        this.died = {
+          code: null,
+          signal: 'SIGKILL',
+          reason: 'output',
+          detail: `a ${event.length}-byte response frame`,
+        };
+        this.child.kill('SIGKILL');
+        return;
+      }
+      const waiter = this.waiter;
+      this.waiter = undefined;
+      if (waiter) waiter(event.payload);
+      else {
+        this.died = {
+          code: null,
+          signal: 'SIGKILL',
+          reason: 'crashed',
+          detail: 'the stage wrote a frame nobody asked for',
+        };
+        this.child.kill('SIGKILL');
+      }
     }
   }
 
@@ -171,6 +190,7 @@ function boundMetadata(
   log: Buffer,
   exit: ShimExit,
   digests: Buffer[],
+  sealed: { kid: string; digests: Buffer[] } | null,
 ) {
   return Buffer.from(
     canonicalJson({
@@ -190,6 +210,12 @@ function boundMetadata(
       responseDigest: `sha256:${digests[1]!.toString('hex')}`,
       logDigest: `sha256:${digests[2]!.toString('hex')}`,
       exit,
+      sealed: sealed && {
+        kid: sealed.kid,
+        requestPlaintextDigest: `hmac-sha256:${sealed.digests[0]!.toString('hex')}`,
+        responsePlaintextDigest: `hmac-sha256:${sealed.digests[1]!.toString('hex')}`,
+        logPlaintextDigest: `hmac-sha256:${sealed.digests[2]!.toString('hex')}`,
+      },
     }),
   );
 }
@@ -224,12 +250,37 @@ async function handle(header: HostToShim, body: Buffer, key: KeyObject): Promise
     send({ t: 'unavailable', exit: persistent.ended });
     return;
   }
-  const result = persistent
-    ? await persistent.run(body, header.maxResponseBytes)
-    : await runOneshot(body, header.maxResponseBytes);
+  // A sealed request is opened here, inside the enclave; one that cannot be is refused (and signed so).
+  let opened: OpenedRequest | undefined;
+  let refused: ShimExit | undefined;
+  try {
+    const envelope = parseSealedRequest(body);
+    if (envelope) opened = openRequest(body, envelope, encryptionKey);
+  } catch (error) {
+    if (!(error instanceof SealError)) throw error;
+    refused = { code: null, signal: null, reason: 'refused', detail: error.message, refusal: error.code };
+  }
+  const input = opened ? opened.plaintext : body;
+  const ran = refused
+    ? { response: Buffer.alloc(0), log: Buffer.alloc(0), exit: refused }
+    : persistent
+      ? await persistent.run(input, header.maxResponseBytes)
+      : await runOneshot(input, header.maxResponseBytes);
+  let result = ran;
+  let sealed: { kid: string; digests: Buffer[] } | null = null;
+  if (opened) {
+    const digest = (bytes: Buffer) => plaintextDigest(opened.digestKey, bytes);
+    const log = ran.log.subarray(0, SEALED_LOG_CAP);
+    sealed = { kid: opened.kid, digests: [digest(opened.plaintext), digest(ran.response), digest(log)] };
+    result = {
+      ...ran,
+      response: sealReply(RESPONSE_FORMAT, ran.response, opened.responseKey, opened.requestDigest),
+      log: sealReply(LOG_FORMAT, log, opened.responseKey, opened.requestDigest),
+    };
+  }
   seq += 1;
   const digests = [sha256(body), sha256(result.response), sha256(result.log)];
-  const metadata = boundMetadata(context, body, result.response, result.log, result.exit, digests);
+  const metadata = boundMetadata(context, body, result.response, result.log, result.exit, digests, sealed);
   const evidence = signExecution(
     {
       ...identity(context),
@@ -240,6 +291,9 @@ async function handle(header: HostToShim, body: Buffer, key: KeyObject): Promise
       responseDigest: digests[1]!,
       logDigest: digests[2]!,
       metadataDigest: sha256(metadata),
+      ...(sealed
+        ? { sealed: { request: sealed.digests[0]!, response: sealed.digests[1]!, log: sealed.digests[2]! } }
+        : {}),
       iat: Math.floor(Date.now() / 1000),
     },
     key,
@@ -276,4 +330,8 @@ process.stdin.on('data', (chunk: Buffer) => {
   }
 });
 process.stdin.on('end', () => void queue.then(() => process.exit(0)));
-send({ t: 'hello', publicKey: rawPublicKey.toString('hex') });
+send({
+  t: 'hello',
+  publicKey: rawPublicKey.toString('hex'),
+  encryptionKey: encryptionKey.publicKey.toString('hex'),
+});

@@ -26,12 +26,16 @@ export type HostToShim =
 export interface ShimExit {
   code: number | null;
   signal: string | null;
-  reason: 'exit' | 'output' | 'crashed';
+  /** `refused`: a sealed request the enclave would not open; the stage did not run. */
+  reason: 'exit' | 'output' | 'crashed' | 'refused';
   detail?: string;
+  /** With `refused`: `key-unknown` (sealed to another enclave's key) or `invalid`. */
+  refusal?: 'key-unknown' | 'invalid';
 }
 
 export type ShimToHost =
-  | { t: 'hello'; publicKey: string }
+  /** The enclave's evidence key (Ed25519) and encryption key (X25519), raw, in hex. */
+  | { t: 'hello'; publicKey: string; encryptionKey: string }
   /** Body: response ‖ log ‖ metadata ‖ evidence, with these lengths. */
   | { t: 'result'; seq: number; exit: ShimExit; lengths: [number, number, number, number] }
   /** Body: the checkpoint evidence. */

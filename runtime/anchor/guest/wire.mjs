@@ -34,6 +34,9 @@ export class FrameReader {
       const headerLength = frame.readUInt32BE(4);
       if (headerLength > length - 4) throw new Error('anchor wire: bad header length');
       const header = JSON.parse(frame.toString('utf8', 8, 8 + headerLength));
+      // Every reader dispatches on header fields: `null`, a number or an array must not get that far.
+      if (header === null || typeof header !== 'object' || Array.isArray(header))
+        throw new Error('anchor wire: the header is not a JSON object');
       frames.push({ header, body: frame.subarray(8 + headerLength) });
     }
     return frames;

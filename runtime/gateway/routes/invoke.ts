@@ -10,27 +10,12 @@ import { findFunction, versionById } from '../../../db/queries/functions.ts';
 import { parseManifest, type Manifest } from '../../manifest/index.ts';
 import type { AppEnv, GatewayDeps } from '../context.ts';
 import { problemResponse } from '../middleware/problem.ts';
+import { readBoundedBody } from '../validate.ts';
 
 const MiB = 1024 * 1024;
 export const MAX_INVOKE_BODY_BYTES = 8 * MiB;
 const ROUTE_CACHE_MS = 1_000;
 const MANIFEST_CACHE_ENTRIES = 1_000;
-
-async function readBody(request: Request, max: number): Promise<Uint8Array> {
-  const declared = Number(request.headers.get('content-length') ?? NaN);
-  const tooLarge = () =>
-    new Problem(413, 'request-too-large', 'Content too large', `the request body exceeds ${max} bytes`);
-  if (Number.isFinite(declared) && declared > max) throw tooLarge();
-  if (!request.body) return new Uint8Array(0);
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of request.body as unknown as AsyncIterable<Uint8Array>) {
-    size += chunk.byteLength;
-    if (size > max) throw tooLarge();
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
 
 function routeMatcher(pattern: string): RegExp {
   const escaped = pattern
@@ -41,6 +26,21 @@ function routeMatcher(pattern: string): RegExp {
     .join('/');
   return new RegExp(`^${escaped}(/.*)?$`);
 }
+
+/**
+ * Headers that describe the connection or the message framing, which the gateway owns: an anchor's
+ * `content-length: 5` on an empty body would otherwise cut the client's connection.
+ */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'content-length',
+  'keep-alive',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
 
 /** Evidence small enough rides in the response itself, for callers that cannot make a second request. */
 export const MAX_EMBEDDED_EVIDENCE_BYTES = 64 * 1024;
@@ -111,7 +111,7 @@ export function invokeRoutes(deps: GatewayDeps) {
         );
       }
     }
-    const body = await readBody(c.req.raw, MAX_INVOKE_BODY_BYTES);
+    const body = await readBoundedBody(c.req.raw, MAX_INVOKE_BODY_BYTES);
     const lease = await deps.pool.acquire(fn.tenantId, fn.name, fn.activeVersionId, manifest.pool, fn.id);
     try {
       const result = await invokeInstance(
@@ -140,7 +140,7 @@ export function invokeRoutes(deps: GatewayDeps) {
         result.status === 204 || result.status === 304 ? null : new Uint8Array(result.body),
         {
           status: result.status,
-          headers: result.headers,
+          headers: result.headers.filter(([k]) => !HOP_BY_HOP.has(k.toLowerCase())),
         },
       );
       for (const [k, v] of Object.entries(trace)) response.headers.set(k, v);

@@ -1,0 +1,1 @@
+ALTER TABLE `enclaves` ADD `encryption_key` blob;
