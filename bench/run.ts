@@ -5,6 +5,8 @@
  *   npm run bench                  the full run (about 2-3 minutes on 2 cores); regenerates the docs
  *   npm run bench -- --quick       fewer rounds, for a smoke test; writes bench/out/ only
  *   npm run bench -- --only=stage  any of stage,http,cold; writes bench/out/ only
+ *   npm run bench -- --only=pool   the warm-pool benchmark (not part of the default run); a full (not
+ *                                  --quick) run writes its section of docs/benchmarks.md and docs/bench/pool.json
  *   npm run bench -- --report-only regenerates the docs from bench/out/results.json of a full run
  *
  * It exits non-zero, without writing the docs, when any measurement could not be taken.
@@ -20,12 +22,23 @@ import { machineInfo } from './lib/machine.ts';
 import { printAnalysis, writeCsvFiles, writeDocs, type RunInfo } from './lib/report.ts';
 import { runStageBench, type StageBenchResult } from './stage-bench.ts';
 import { evidenceDocs, printEvidence, runEvidenceBench, type EvidenceBenchResult } from './evidence-bench.ts';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { poolDocs, printPool, runPoolBench, type PoolBenchResult } from './pool-bench.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const OUT = join(import.meta.dirname, 'out');
 const ALL = ['stage', 'http', 'cold'] as const;
-type Bench = (typeof ALL)[number];
+/** Benchmarks run only when named with --only, each writing its own section of the docs. */
+const SEPARATE = ['pool'] as const;
+type Bench = (typeof ALL)[number] | (typeof SEPARATE)[number];
+const POOL_JSON = join(ROOT, 'docs', 'bench', 'pool.json');
+
+/** Re-inserts the pool section, measured separately, after docs/benchmarks.md was regenerated. */
+function keepPoolSection(docs: string): void {
+  if (!existsSync(POOL_JSON)) return;
+  const saved = JSON.parse(readFileSync(POOL_JSON, 'utf8')) as { date: string; result: PoolBenchResult };
+  writeFileSync(docs, poolDocs(readFileSync(docs, 'utf8'), saved.result, saved.date));
+}
 
 function parseArgs(argv: string[]): { quick: boolean; only: Bench[]; reportOnly: boolean } {
   let quick = false;
@@ -37,10 +50,10 @@ function parseArgs(argv: string[]): { quick: boolean; only: Bench[]; reportOnly:
     else if (arg.startsWith('--only=')) {
       const names = arg.slice('--only='.length).split(',');
       for (const n of names)
-        if (!(ALL as readonly string[]).includes(n)) throw new Error(`unknown benchmark "${n}"`);
+        if (![...ALL, ...SEPARATE].includes(n as Bench)) throw new Error(`unknown benchmark "${n}"`);
       only = names as Bench[];
     } else if (arg === '--help' || arg === '-h') {
-      console.log('usage: npm run bench [-- --quick] [-- --only=stage,http,cold] [-- --report-only]');
+      console.log('usage: npm run bench [-- --quick] [-- --only=stage,http,cold,pool] [-- --report-only]');
       process.exit(0);
     } else throw new Error(`unknown argument "${arg}" (try --help)`);
   }
@@ -63,6 +76,7 @@ async function reportOnly(): Promise<void> {
   const docs = join(ROOT, 'docs', 'benchmarks.md');
   const evidence = JSON.parse(readFileSync(join(OUT, 'evidence.json'), 'utf8')) as EvidenceBenchResult;
   writeFileSync(docs, evidenceDocs(readFileSync(docs, 'utf8'), evidence));
+  keepPoolSection(docs);
   console.log(`\nwrote ${written.join(', ')} from the samples measured ${run.machine.date}`);
 }
 
@@ -77,11 +91,13 @@ const PLAN = {
       attributionRounds: 300,
     },
     cold: { rounds: 16, settleMs: 50 },
+    pool: { clients: 2, requestsPerClient: 1000, coldRounds: 12 },
   },
   quick: {
     stage: { persistentRounds: 150, oneshotRounds: 5 },
     http: { rounds: 100, warmupRounds: 10, profileRequests: 50, componentRounds: 50, attributionRounds: 50 },
     cold: { rounds: 3, settleMs: 50 },
+    pool: { clients: 2, requestsPerClient: 100, coldRounds: 3 },
   },
 };
 
@@ -114,6 +130,7 @@ async function main(): Promise<void> {
   let stage: StageBenchResult | undefined;
   let http: HttpBenchResult | undefined;
   let cold: ColdBenchResult | undefined;
+  let pool: PoolBenchResult | undefined;
   const timed = async <T>(label: string, run: () => Promise<T>): Promise<T> => {
     const t0 = performance.now();
     const result = await run();
@@ -133,13 +150,15 @@ async function main(): Promise<void> {
       log('\n[3/3] cold start vs warm start');
       cold = await timed('cold', () => runColdBench({ ...plan.cold, redisUrl, outDir: OUT, log }));
     }
+    if (only.includes('pool')) {
+      log('\n[5] warm pool: warm vs cold, warm-hit ratio under steady load');
+      pool = await timed('pool', () => runPoolBench({ ...plan.pool, redisUrl, outDir: OUT, log }));
+      printPool(pool, log);
+      writeFileSync(join(OUT, 'pool.json'), `${JSON.stringify(pool, null, 2)}\n`);
+    }
   } finally {
     await redis?.dispose();
   }
-  log('\n[4/4] evidence: creation and offline verification');
-  const evidence = await timed('evidence', () => runEvidenceBench(quick ? 3 : 9));
-  printEvidence(evidence, log);
-  writeFileSync(join(OUT, 'evidence.json'), `${JSON.stringify(evidence, null, 2)}\n`);
   const run: RunInfo = {
     machine,
     quick,
@@ -148,13 +167,28 @@ async function main(): Promise<void> {
     loadAverageAtEnd: os.loadavg().map((v) => +v.toFixed(2)),
     plan,
   };
+  if (pool && !quick) {
+    const date = new Date().toISOString().slice(0, 10);
+    writeFileSync(POOL_JSON, `${JSON.stringify({ date, result: pool }, null, 2)}\n`);
+    keepPoolSection(join(ROOT, 'docs', 'benchmarks.md'));
+    log(`\nwrote the pool section of docs/benchmarks.md and ${POOL_JSON}`);
+  }
+  if (only.every((b) => b === 'pool')) {
+    log(`raw samples and summaries: ${OUT}/`);
+    return;
+  }
+  log('\n[4/4] evidence: creation and offline verification');
+  const evidence = await timed('evidence', () => runEvidenceBench(quick ? 3 : 9));
+  printEvidence(evidence, log);
+  writeFileSync(join(OUT, 'evidence.json'), `${JSON.stringify(evidence, null, 2)}\n`);
   const analysis = analyze({ stage, http, cold });
   await writeCsvFiles(OUT, { stage, http, cold }, analysis, run);
   printAnalysis(analysis, run, log);
-  if (!quick && only.length === ALL.length) {
+  if (!quick && ALL.every((b) => only.includes(b))) {
     const written = await writeDocs(ROOT, { stage: stage!, http: http!, cold: cold! }, analysis, run);
     const docs = join(ROOT, 'docs', 'benchmarks.md');
     writeFileSync(docs, evidenceDocs(readFileSync(docs, 'utf8'), evidence));
+    keepPoolSection(docs);
     log(`\nwrote ${written.join(', ')}`);
   } else {
     log('\n(docs/benchmarks.md is regenerated only by a full run of all three benchmarks)');

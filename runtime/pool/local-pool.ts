@@ -60,6 +60,9 @@ export class LocalPool {
   private readonly held = new Set<RedisLease>();
   /** Instances whose Redis lease was found held by someone else, and until when to skip them. */
   private readonly heldElsewhere = new WeakMap<LiveInstance, number>();
+  /** Why a draining instance is going (counted once, when it is removed). */
+  private readonly drainReason = new WeakMap<LiveInstance, ChurnReason>();
+  private readonly removing = new WeakSet<LiveInstance>();
   readonly served = new Map<string, ServedFunction>();
   private closing = false;
   private readonly maxWaitMs: number;
@@ -183,7 +186,7 @@ export class LocalPool {
     instance.inflight--;
     instance.lastUsedAt = Date.now();
     if (instance.draining && instance.inflight === 0) {
-      void this.remove(instance, 'drained');
+      void this.remove(instance, this.drainReason.get(instance) ?? 'drained');
       return;
     }
     this.wake(instance);
@@ -270,7 +273,8 @@ export class LocalPool {
 
   /** Deletes a pool instance (stopping it if need be), counting it as churn. */
   async remove(instance: LiveInstance, reason: ChurnReason): Promise<void> {
-    if (!this.manager.live.has(instance.cid)) return;
+    if (!this.manager.live.has(instance.cid) || this.removing.has(instance)) return;
+    this.removing.add(instance);
     this.options.metrics?.removed.inc({ function: instance.functionName, reason });
     await this.manager
       .delete(instance.cid, instance.tenantId, true)
@@ -290,12 +294,18 @@ export class LocalPool {
   async drainFunction(functionId: string, deadlineMs = 10_000): Promise<void> {
     const doomed = [...this.manager.live.values()].filter((i) => i.functionId === functionId);
     this.served.delete(functionId);
-    for (const i of doomed) i.draining = true;
+    for (const i of doomed) this.drain(i, 'deleted');
     const deadline = Date.now() + deadlineMs;
     while (doomed.some((i) => i.inflight > 0 && this.manager.live.has(i.cid)) && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20));
     }
     await Promise.all(doomed.map((i) => this.remove(i, 'deleted')));
+  }
+
+  /** Hands the instance out no more; it is removed (counted under `reason`) once idle. */
+  drain(instance: LiveInstance, reason: ChurnReason): void {
+    instance.draining = true;
+    if (!this.drainReason.has(instance)) this.drainReason.set(instance, reason);
   }
 
   /** Hands a freed or newly running instance to the first caller waiting for its version. */

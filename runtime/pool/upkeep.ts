@@ -150,7 +150,7 @@ export class PoolUpkeep {
       }
       const fn = active.get(i.functionId);
       if (!fn || fn.versionId !== i.version.row.id) {
-        i.draining = true;
+        pool.drain(i, fn ? 'drained' : 'deleted');
         if (i.inflight === 0 && i.status === 'running') await remove(i, fn ? 'drained' : 'deleted');
       }
     }

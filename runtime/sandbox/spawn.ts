@@ -264,9 +264,7 @@ export function spawnSandboxed(opts: SandboxOptions): SandboxProcess {
         '--',
         ...prepared.command,
       ],
-      // Its own process group: a signal to the gateway's group (tini -g forwarding SIGTERM) must not
-      // reach sandboxes, which the gateway stops itself once in-flight work is done.
-      { env: {}, cwd: '/', detached: true, stdio: Array.from({ length: 6 + nExtra }, () => 'pipe' as const) },
+      { env: {}, cwd: '/', stdio: Array.from({ length: 6 + nExtra }, () => 'pipe' as const) },
     );
   } catch (e) {
     void cgroup.remove();
