@@ -5,8 +5,9 @@
  *   npm run bench                  the full run (about 2-3 minutes on 2 cores); regenerates the docs
  *   npm run bench -- --quick       fewer rounds, for a smoke test; writes bench/out/ only
  *   npm run bench -- --only=stage  any of stage,http,cold; writes bench/out/ only
- *   npm run bench -- --only=pool   the warm-pool benchmark (not part of the default run); a full (not
- *                                  --quick) run writes its section of docs/benchmarks.md and docs/bench/pool.json
+ *   npm run bench -- --only=batch  batch throughput (issue 6); replaces its own section of docs/benchmarks.md
+ *   npm run bench -- --only=pool   the warm pool (issue 6): warm vs cold, warm-hit ratio; replaces its own section
+ *   npm run bench -- --only=seal   the sealing benchmark alone; writes its own section of docs/benchmarks.md
  *   npm run bench -- --report-only regenerates the docs from bench/out/results.json of a full run
  *
  * It exits non-zero, without writing the docs, when any measurement could not be taken.
@@ -21,29 +22,23 @@ import { analyze } from './lib/analysis.ts';
 import { machineInfo } from './lib/machine.ts';
 import { printAnalysis, writeCsvFiles, writeDocs, type RunInfo } from './lib/report.ts';
 import { runStageBench, type StageBenchResult } from './stage-bench.ts';
+import { batchDocs, runBatchBench, type BatchBenchResult } from './batch-bench.ts';
 import { evidenceDocs, printEvidence, runEvidenceBench, type EvidenceBenchResult } from './evidence-bench.ts';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { printSeal, runSealBench, sealDocs } from './seal-bench.ts';
 import { poolDocs, printPool, runPoolBench, type PoolBenchResult } from './pool-bench.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const OUT = join(import.meta.dirname, 'out');
 const ALL = ['stage', 'http', 'cold'] as const;
-/** Benchmarks run only when named with --only, each writing its own section of the docs. */
-const SEPARATE = ['pool'] as const;
+/** Benchmarks with a separately generated section of docs/benchmarks.md, also run by a full run. */
+const SEPARATE = ['batch', 'pool'] as const;
 type Bench = (typeof ALL)[number] | (typeof SEPARATE)[number];
-const POOL_JSON = join(ROOT, 'docs', 'bench', 'pool.json');
-
-/** Re-inserts the pool section, measured separately, after docs/benchmarks.md was regenerated. */
-function keepPoolSection(docs: string): void {
-  if (!existsSync(POOL_JSON)) return;
-  const saved = JSON.parse(readFileSync(POOL_JSON, 'utf8')) as { date: string; result: PoolBenchResult };
-  writeFileSync(docs, poolDocs(readFileSync(docs, 'utf8'), saved.result, saved.date));
-}
 
 function parseArgs(argv: string[]): { quick: boolean; only: Bench[]; reportOnly: boolean } {
   let quick = false;
   let reportOnly = false;
-  let only: Bench[] = [...ALL];
+  let only: Bench[] = [...ALL, ...SEPARATE];
   for (const arg of argv) {
     if (arg === '--quick') quick = true;
     else if (arg === '--report-only') reportOnly = true;
@@ -53,7 +48,9 @@ function parseArgs(argv: string[]): { quick: boolean; only: Bench[]; reportOnly:
         if (![...ALL, ...SEPARATE].includes(n as Bench)) throw new Error(`unknown benchmark "${n}"`);
       only = names as Bench[];
     } else if (arg === '--help' || arg === '-h') {
-      console.log('usage: npm run bench [-- --quick] [-- --only=stage,http,cold,pool] [-- --report-only]');
+      console.log(
+        'usage: npm run bench [-- --quick] [-- --only=stage,http,cold,batch,pool] [-- --report-only]',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument "${arg}" (try --help)`);
   }
@@ -68,7 +65,7 @@ async function reportOnly(): Promise<void> {
     raw: { stage?: StageBenchResult; http?: HttpBenchResult; cold?: ColdBenchResult };
   };
   const { run, raw } = saved;
-  if (run.quick || run.only.length !== ALL.length || !raw.stage || !raw.http || !raw.cold)
+  if (run.quick || !ALL.every((b) => run.only.includes(b)) || !raw.stage || !raw.http || !raw.cold)
     throw new Error(`${path} is not from a full run of all three benchmarks; run \`npm run bench\``);
   const analysis = analyze(raw);
   printAnalysis(analysis, run, console.log);
@@ -76,7 +73,14 @@ async function reportOnly(): Promise<void> {
   const docs = join(ROOT, 'docs', 'benchmarks.md');
   const evidence = JSON.parse(readFileSync(join(OUT, 'evidence.json'), 'utf8')) as EvidenceBenchResult;
   writeFileSync(docs, evidenceDocs(readFileSync(docs, 'utf8'), evidence));
-  keepPoolSection(docs);
+  const batchFile = join(OUT, 'batch.json');
+  if (existsSync(batchFile))
+    writeFileSync(docs, batchDocs(readFileSync(docs, 'utf8'), JSON.parse(readFileSync(batchFile, 'utf8'))));
+  const poolFile = join(OUT, 'pool.json');
+  if (existsSync(poolFile)) {
+    const saved = JSON.parse(readFileSync(poolFile, 'utf8')) as { date: string; result: PoolBenchResult };
+    writeFileSync(docs, poolDocs(readFileSync(docs, 'utf8'), saved.result, saved.date));
+  }
   console.log(`\nwrote ${written.join(', ')} from the samples measured ${run.machine.date}`);
 }
 
@@ -101,7 +105,32 @@ const PLAN = {
   },
 };
 
+/** The sealing benchmark: in-process, so it runs alone (`--only=seal`) and in every full run. */
+async function sealBench(quick: boolean, writeDocs: boolean, log: (line: string) => void): Promise<void> {
+  const seal = await runSealBench(quick ? 3 : 9);
+  printSeal(seal, log);
+  writeFileSync(join(OUT, 'seal.json'), `${JSON.stringify(seal, null, 2)}\n`);
+  if (!writeDocs) return;
+  const machine = machineInfo();
+  const docs = join(ROOT, 'docs', 'benchmarks.md');
+  const when = new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
+  const where = `${machine.nproc}× ${machine.cpuModel}, node ${machine.node}, load average ${machine.loadAverageAtStart.join(' ')} at start`;
+  writeFileSync(docs, sealDocs(readFileSync(docs, 'utf8'), seal, when, where));
+  log(`wrote the sealing section of docs/benchmarks.md`);
+}
+
+function poolDate(): string {
+  return (JSON.parse(readFileSync(join(OUT, 'pool.json'), 'utf8')) as { date: string }).date;
+}
+
 async function main(): Promise<void> {
+  if (process.argv.slice(2).some((a) => a === '--only=seal')) {
+    await mkdir(OUT, { recursive: true });
+    console.log('EBCC sealing benchmark');
+    return sealBench(process.argv.includes('--quick'), !process.argv.includes('--quick'), (l) =>
+      console.log(l),
+    );
+  }
   const { quick, only, reportOnly: fromSaved } = parseArgs(process.argv.slice(2));
   if (fromSaved) return reportOnly();
   if (process.getuid?.() !== 0)
@@ -130,6 +159,7 @@ async function main(): Promise<void> {
   let stage: StageBenchResult | undefined;
   let http: HttpBenchResult | undefined;
   let cold: ColdBenchResult | undefined;
+  let batch: BatchBenchResult | undefined;
   let pool: PoolBenchResult | undefined;
   const timed = async <T>(label: string, run: () => Promise<T>): Promise<T> => {
     const t0 = performance.now();
@@ -150,15 +180,34 @@ async function main(): Promise<void> {
       log('\n[3/3] cold start vs warm start');
       cold = await timed('cold', () => runColdBench({ ...plan.cold, redisUrl, outDir: OUT, log }));
     }
+    if (only.includes('batch')) {
+      log('\nbatch throughput against worker concurrency');
+      batch = await timed('batch', () =>
+        runBatchBench({
+          redisUrl,
+          redisPid: redis?.pid,
+          concurrency: quick ? [8] : [1, 4, 16, 64],
+          items: quick ? 300 : 1_000,
+          profile: !quick,
+          log,
+        }),
+      );
+      writeFileSync(join(OUT, 'batch.json'), `${JSON.stringify(batch, null, 2)}\n`);
+    }
     if (only.includes('pool')) {
-      log('\n[5] warm pool: warm vs cold, warm-hit ratio under steady load');
+      log('\nwarm pool: warm vs cold, warm-hit ratio under steady load');
       pool = await timed('pool', () => runPoolBench({ ...plan.pool, redisUrl, outDir: OUT, log }));
       printPool(pool, log);
-      writeFileSync(join(OUT, 'pool.json'), `${JSON.stringify(pool, null, 2)}\n`);
+      const date = new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
+      writeFileSync(join(OUT, 'pool.json'), `${JSON.stringify({ date, result: pool }, null, 2)}\n`);
     }
   } finally {
     await redis?.dispose();
   }
+  log('\n[4/4] evidence: creation and offline verification');
+  const evidence = await timed('evidence', () => runEvidenceBench(quick ? 3 : 9));
+  printEvidence(evidence, log);
+  writeFileSync(join(OUT, 'evidence.json'), `${JSON.stringify(evidence, null, 2)}\n`);
   const run: RunInfo = {
     machine,
     quick,
@@ -167,20 +216,6 @@ async function main(): Promise<void> {
     loadAverageAtEnd: os.loadavg().map((v) => +v.toFixed(2)),
     plan,
   };
-  if (pool && !quick) {
-    const date = new Date().toISOString().slice(0, 10);
-    writeFileSync(POOL_JSON, `${JSON.stringify({ date, result: pool }, null, 2)}\n`);
-    keepPoolSection(join(ROOT, 'docs', 'benchmarks.md'));
-    log(`\nwrote the pool section of docs/benchmarks.md and ${POOL_JSON}`);
-  }
-  if (only.every((b) => b === 'pool')) {
-    log(`raw samples and summaries: ${OUT}/`);
-    return;
-  }
-  log('\n[4/4] evidence: creation and offline verification');
-  const evidence = await timed('evidence', () => runEvidenceBench(quick ? 3 : 9));
-  printEvidence(evidence, log);
-  writeFileSync(join(OUT, 'evidence.json'), `${JSON.stringify(evidence, null, 2)}\n`);
   const analysis = analyze({ stage, http, cold });
   await writeCsvFiles(OUT, { stage, http, cold }, analysis, run);
   printAnalysis(analysis, run, log);
@@ -188,8 +223,18 @@ async function main(): Promise<void> {
     const written = await writeDocs(ROOT, { stage: stage!, http: http!, cold: cold! }, analysis, run);
     const docs = join(ROOT, 'docs', 'benchmarks.md');
     writeFileSync(docs, evidenceDocs(readFileSync(docs, 'utf8'), evidence));
-    keepPoolSection(docs);
+    if (batch) writeFileSync(docs, batchDocs(readFileSync(docs, 'utf8'), batch));
+    if (pool) writeFileSync(docs, poolDocs(readFileSync(docs, 'utf8'), pool, poolDate()));
     log(`\nwrote ${written.join(', ')}`);
+    log('\n[5/5] sealing: HPKE requests and responses');
+    await sealBench(false, true, log);
+  } else if (!quick && (batch || pool)) {
+    const docs = join(ROOT, 'docs', 'benchmarks.md');
+    if (batch) writeFileSync(docs, batchDocs(readFileSync(docs, 'utf8'), batch));
+    if (pool) writeFileSync(docs, poolDocs(readFileSync(docs, 'utf8'), pool, poolDate()));
+    log(
+      `\nreplaced the ${[batch && 'batch', pool && 'pool'].filter(Boolean).join(' and ')} section(s) of docs/benchmarks.md`,
+    );
   } else {
     log('\n(docs/benchmarks.md is regenerated only by a full run of all three benchmarks)');
   }

@@ -214,12 +214,38 @@ export const stageExecutions = sqliteTable(
     exitReason: text('exit_reason').notNull(),
     exitCode: integer('exit_code', { mode: 'number' }),
     evidence: blob('evidence', { mode: 'buffer' }),
+    /** The tenant data key (data_keys.id) the sealed artifacts are encrypted with; null: all in clear. */
+    sealedWith: text('sealed_with'),
+    /** Which artifacts are sealed at rest (request, response, log); the others are stored in clear. */
+    sealed: text('sealed', { mode: 'json' }).$type<string[]>(),
+    /** Set by retention: the artifacts are gone, the evidence (digests, chain entry) is kept. */
+    prunedAt: integer('pruned_at', { mode: 'number' }),
     createdAt: createdAt(),
   },
   (t) => [
     index('stage_executions_invocation').on(t.invocationId),
     uniqueIndex('stage_executions_eid_seq').on(t.eid, t.seq),
   ],
+);
+
+/**
+ * Per-tenant data keys (DEKs) for artifacts sealed at rest, wrapped by the operator's key-encryption key.
+ * Shredding clears `wrapped`: what the key sealed can never be opened again; the row says when.
+ */
+export const dataKeys = sqliteTable(
+  'data_keys',
+  {
+    id: text('id').primaryKey(),
+    tenantId: text('tenant_id')
+      .notNull()
+      .references(() => tenants.id),
+    /** The KEK that wrapped it (provider id, not a secret). */
+    kekId: text('kek_id').notNull(),
+    wrapped: blob('wrapped', { mode: 'buffer' }),
+    createdAt: createdAt(),
+    shreddedAt: integer('shredded_at', { mode: 'number' }),
+  },
+  (t) => [index('data_keys_tenant').on(t.tenantId, t.shreddedAt)],
 );
 
 /** A batch submitted over the API: one function version, one job per item. */

@@ -24,6 +24,10 @@ const envSchema = z.object({
     .min(1024)
     .max(1024 * MiB)
     .default(64 * MiB),
+  /** The key-encryption key file (32 bytes, mode 0600); made on first start when it is the default one. */
+  EBCC_KEK_FILE: z.string().min(1).optional(),
+  /** How often the retention sweep runs (a BullMQ repeatable job). */
+  EBCC_RETENTION_INTERVAL_MS: z.coerce.number().int().min(1_000).max(86_400_000).default(3_600_000),
   EBCC_QUEUE_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1-64 characters of letters, digits, "_", "." and "-"')
@@ -46,6 +50,9 @@ export interface Config {
   port: number;
   tls: { cert: string; key: string } | undefined;
   maxBundleBytes: number;
+  /** The KEK file; `create` only for the default path under the home (a configured one must exist). */
+  kek: { file: string; create: boolean };
+  retentionIntervalMs: number;
   logLevel: z.output<typeof envSchema>['EBCC_LOG_LEVEL'];
   /** What one client may hold of the server: connections, and how long it may take to send a request. */
   connections: { max: number; headersTimeoutMs: number; requestTimeoutMs: number };
@@ -80,6 +87,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     port: e.EBCC_PORT,
     tls: e.EBCC_TLS_CERT && e.EBCC_TLS_KEY ? { cert: e.EBCC_TLS_CERT, key: e.EBCC_TLS_KEY } : undefined,
     maxBundleBytes: e.EBCC_MAX_BUNDLE_BYTES,
+    kek: e.EBCC_KEK_FILE
+      ? { file: resolve(e.EBCC_KEK_FILE), create: false }
+      : { file: resolve(home, 'keys', 'kek'), create: true },
+    retentionIntervalMs: e.EBCC_RETENTION_INTERVAL_MS,
     logLevel: e.EBCC_LOG_LEVEL,
     connections: {
       max: e.EBCC_MAX_CONNECTIONS,

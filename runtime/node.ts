@@ -14,6 +14,8 @@ import { PoolMetrics } from './pool/metrics.ts';
 import { announceToNodes, PoolUpkeep } from './pool/upkeep.ts';
 import { commandClient, queueClient, redactRedisUrl } from './queues/redis.ts';
 import { EidAllocator } from './stages/eid-allocator.ts';
+import { DataKeyring } from './keys/data-keys.ts';
+import { openKekProvider } from './keys/provider.ts';
 
 /** How long an instance lease lives without renewal: a dead holder's lease is free after this. */
 export const LEASE_TTL_MS = 10_000;
@@ -28,6 +30,8 @@ export interface NodeRuntime {
   logger: Logger;
   database: Database;
   committer: GroupCommitter;
+  /** Tenants' data keys (artifacts at rest). */
+  keyring: DataKeyring;
   manager: CompositeManager;
   pool: LocalPool;
   metrics: PoolMetrics;
@@ -72,6 +76,7 @@ export async function startNode(
       ),
     );
   const queueConnection = queueClient(config.redisUrl);
+  const keyring = new DataKeyring(database, openKekProvider(config));
   const committer = new GroupCommitter(database.db);
   const hostId = process.env.EBCC_NODE_ID ?? hostname();
   const nodeId = `${hostId}:${process.pid}`;
@@ -83,6 +88,7 @@ export async function startNode(
     home: config.home,
     hostId,
     logger,
+    keyring,
   });
   await manager.reconcile();
   const metrics = new PoolMetrics(manager);
@@ -113,6 +119,7 @@ export async function startNode(
     logger,
     database,
     committer,
+    keyring,
     manager,
     pool,
     metrics,

@@ -1,6 +1,7 @@
 // Batches across processes: two gateways and two workers, each a separate `ebcc serve` process, share
 // one libSQL file and one private Redis that this file starts (so it may stop and start it).
 import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { and, eq, inArray, isNotNull } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,6 +15,7 @@ import { spawnServer, type ServerProcess } from './helpers/process.ts';
 let redis: PrivateRedis;
 let database: Database;
 let dbUrl: string;
+let kekFile: string;
 let token: string;
 const prefix = `s${randomBytes(6).toString('hex')}`;
 const processes: ServerProcess[] = [];
@@ -25,6 +27,8 @@ async function spawn(role: 'gateway' | 'worker', name: string): Promise<ServerPr
     EBCC_DB_URL: dbUrl,
     REDIS_URL: redis.url,
     EBCC_QUEUE_PREFIX: prefix,
+    // Nodes sharing a database share the key-encryption key of its sealed artifacts.
+    EBCC_KEK_FILE: kekFile,
     EBCC_NODE_ID: name,
     EBCC_BATCH_WORKERS: role === 'worker' ? '1' : '0',
     EBCC_BATCH_CONCURRENCY: '8',
@@ -95,6 +99,8 @@ beforeAll(async () => {
   redis = await startPrivateRedis();
   const home = await tempDir('ebcc-scale-db-');
   dbUrl = `file:${join(home, 'shared.db')}`;
+  kekFile = join(home, 'kek');
+  await writeFile(kekFile, randomBytes(32), { mode: 0o600 });
   database = await openDatabase(dbUrl);
   await migrateDatabase(database);
   const tenant = await ensureTenant(database.db, 'acme');

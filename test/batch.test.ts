@@ -58,6 +58,22 @@ export default {
 };
 `;
 
+// Answers 503 until an item { "arm": true } arrives (one instance, so the flag is the function's).
+const ARMED_ANCHOR = `let armed = false;
+export default {
+  async fetch(request, env) {
+    const input = await request.json();
+    if (input.arm) {
+      armed = true;
+      return Response.json({ armed });
+    }
+    if (!armed) return new Response('not armed yet', { status: 503 });
+    const signed = await env.stages.sign.invoke(input);
+    return Response.json({ order: input.orderId, ...(await signed.json()) });
+  },
+};
+`;
+
 beforeAll(async () => {
   gw = await startTestGateway({ batchWorkers: true });
   token = await gw.token('acme', ['admin']);
@@ -85,6 +101,22 @@ beforeAll(async () => {
     ),
   );
   expect(flaky.status, JSON.stringify(flaky.body)).toBe(201);
+  const armed = await upload(
+    gw.url,
+    token,
+    await sampleBundle(
+      (m) => {
+        m.name = 'armed';
+        m.pool = { minWarm: 0, maxInstances: 1 };
+        m.triggers = {
+          http: { public: false },
+          queue: { name: 'armed-in', retry: { attempts: 2, backoff: { type: 'fixed', delayMs: 50 } } },
+        };
+      },
+      { 'anchor.js': ARMED_ANCHOR },
+    ),
+  );
+  expect(armed.status, JSON.stringify(armed.body)).toBe(201);
 });
 
 afterAll(cleanupAll);
@@ -245,6 +277,54 @@ describe('queue triggers', () => {
   });
 });
 
+describe('dead letters of a function', () => {
+  it('keeps a producer job that ran out of attempts with its reason, and retries every dead item in one call', async () => {
+    const producer = new Queue('armed-in', {
+      connection: redisOptions(gw.config.redisUrl, 'worker'),
+      prefix: gw.config.queuePrefix,
+    });
+    try {
+      await producer.add('order', sampleOrder('d-1'), { jobId: 'd-1' });
+      let dead: any;
+      for (let i = 0; i < 150; i++) {
+        dead = await api(gw.url, token, 'GET', '/v1/functions/armed/dead-letters');
+        if (dead.body.items.length) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(dead.status).toBe(200);
+      expect(dead.body.items).toHaveLength(1);
+      expect(dead.body.items[0]).toMatchObject({
+        source: 'queue',
+        queue: 'armed-in',
+        attempts: 2,
+        batchId: null,
+      });
+      expect(dead.body.items[0].error).toMatch(/answered 503: not armed yet/);
+      expect(JSON.parse(dead.body.items[0].input).orderId).toBe('d-1');
+
+      const arm = await submit('armed', JSON.stringify([{ arm: true }]));
+      expect((await waitComplete(arm.body.id)).counts.succeeded).toBe(1);
+      const retried = await api(gw.url, token, 'POST', '/v1/functions/armed/dead-letters/retry');
+      expect(retried.status).toBe(200);
+      expect(retried.body).toMatchObject({ requeued: 1, enqueued: true });
+      const id = retried.body.items[0];
+      let row: typeof batchItems.$inferSelect | undefined;
+      for (let i = 0; i < 150; i++) {
+        [row] = await gw.database.db.select().from(batchItems).where(eq(batchItems.id, id));
+        if (row?.status !== 'queued') break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(row).toMatchObject({ status: 'succeeded', attempts: 1, source: 'queue' });
+      expect(JSON.parse(row!.resultInline!.toString()).order).toBe('d-1');
+      expect((await api(gw.url, token, 'GET', '/v1/functions/armed/dead-letters')).body.items).toEqual([]);
+      const other = await gw.token('someone-else', ['admin']);
+      expect((await api(gw.url, other, 'GET', '/v1/functions/armed/dead-letters')).status).toBe(404);
+    } finally {
+      await producer.close();
+    }
+  });
+});
+
 describe('ebcc batch', () => {
   it('submits a file and waits with plain progress lines off a terminal; status and wait report failures', async () => {
     const dir = await tempDir('ebcc-batch-cli-');
@@ -268,6 +348,9 @@ describe('ebcc batch', () => {
     const status = await runEbcc(['batch', 'status', id, '--json'], env);
     expect(status.code).toBe(0);
     expect(JSON.parse(status.stdout).counts).toEqual({ queued: 0, succeeded: 1, failed: 1, dead: 0 });
+    const dead = await runEbcc(['batch', 'dead', 'armed', '--json'], env);
+    expect(dead.code, dead.stderr).toBe(0);
+    expect(JSON.parse(dead.stdout)).toEqual({ function: 'armed', items: [], nextCursor: null });
     const missing = await runEbcc(['batch', 'status', 'bat_missing'], env);
     expect(missing.code).toBe(5);
     expect(missing.stderr).toMatch(/batch bat_missing does not exist/);

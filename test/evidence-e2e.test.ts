@@ -1,9 +1,11 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configureAdapters, trustAnchors } from '../adapters/index.ts';
 import { decodeEvidence, failedChecks, parseTrustAnchor, verifyBundle } from '../runtime/evidence/index.ts';
+import { stageExecutions } from '../db/schema.ts';
 import { EXIT } from '../runtime/cli/errors.ts';
 import {
   api,
@@ -85,10 +87,15 @@ describe('evidence, end to end on sim', () => {
 
   it('detects a response changed in the database after the fact', async () => {
     const id = await invoke('t-1');
-    await gw.database.client.execute({
-      sql: 'update stage_executions set response_inline = cast(replace(cast(response_inline as text), \'"alg"\', \'"ALG"\') as blob) where invocation_id = ?',
-      args: [id],
-    });
+    // The response is sealed at rest: flip one byte of its ciphertext.
+    const { db } = gw.database;
+    const [row] = await db.select().from(stageExecutions).where(eq(stageExecutions.invocationId, id));
+    const altered = Buffer.from(row!.responseInline!);
+    altered[20] = altered[20]! ^ 0xff;
+    await db.update(stageExecutions).set({ responseInline: altered }).where(eq(stageExecutions.id, row!.id));
+    const read = await api(gw.url, token, 'GET', `/v1/invocations/${id}`);
+    expect(read.status).toBe(409);
+    expect(read.body.type).toBe('urn:ebcc:problem:artifact-integrity');
     const result = verifyBundle(await evidenceOf(id), { trustAnchors: anchors(), allowSim: true });
     expect(result['ear.status']).toBe('contraindicated');
     expect(failedChecks(result).join('\n')).toContain('artifact.response');

@@ -11,7 +11,18 @@ import { failedChecks, parseTrustAnchor, verifyBundle } from '../runtime/evidenc
 import { generateKeyPairSync } from 'node:crypto';
 import { softwareTrustAnchor, createSoftwareRoot } from '../runtime/evidence/software-root.ts';
 import { sealRequest, SEALED_CONTENT_TYPE } from '../runtime/seal/envelope.ts';
-import { api, cleanupAll, sampleOrder, startSampleGateway, type TestGateway } from './helpers/env.ts';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { EXIT } from '../runtime/cli/errors.ts';
+import {
+  api,
+  cleanupAll,
+  sampleOrder,
+  startSampleGateway,
+  tempDir,
+  type TestGateway,
+} from './helpers/env.ts';
+import { runEbcc } from './helpers/process.ts';
 
 let gw: TestGateway;
 let token: string;
@@ -158,5 +169,52 @@ describe('sealed requests and responses', () => {
       SealedClientError,
     );
     await expect(wary.key('order-signer', 'sign')).rejects.toThrow(/not trusted: native.trust-anchor/);
+  });
+});
+
+describe('the CLI: ebcc key, ebcc verify <key file>, ebcc invoke --seal', () => {
+  it('verifies the key, refuses it without --allow-sim, and invokes sealed end to end', async () => {
+    const dir = await tempDir();
+    const anchorFile = join(dir, 'anchor.json');
+    await writeFile(anchorFile, JSON.stringify(trustAnchors()[0]!.anchor));
+    const env = { EBCC_URL: gw.url, EBCC_TOKEN: token };
+    const keyFile = join(dir, 'key.json');
+    const key = await runEbcc(
+      ['key', 'order-signer', 'sign', '--trust-anchor', anchorFile, '--allow-sim', '-o', keyFile],
+      env,
+    );
+    expect(key.stdout.trim(), key.stderr).toBe('trusted (affirming)');
+    expect(key.code).toBe(0);
+    const offline = { EBCC_URL: 'http://127.0.0.1:1' };
+    const strict = await runEbcc(['verify', keyFile, '--trust-anchor', anchorFile], offline);
+    expect(strict.code).toBe(EXIT.failed);
+    expect(strict.stdout).toMatch(/not trusted[\s\S]*hardware: not hardware-protected/);
+    expect(
+      (await runEbcc(['verify', keyFile, '--trust-anchor', anchorFile, '--allow-sim'], offline)).code,
+    ).toBe(0);
+
+    const order = JSON.stringify(sampleOrder('ord-cli'));
+    const sealed = await runEbcc(
+      [
+        'invoke',
+        'order-signer',
+        '--seal',
+        'sign',
+        '-d',
+        order,
+        '--trust-anchor',
+        anchorFile,
+        '--allow-sim',
+        '--json',
+      ],
+      env,
+    );
+    expect(sealed.code, sealed.stderr).toBe(0);
+    const out = JSON.parse(sealed.stdout);
+    expect(out.sealed).toBe(true);
+    expect(JSON.parse(out.body).alg).toBe('Ed25519');
+    const noAnchor = await runEbcc(['invoke', 'order-signer', '--seal', 'sign', '-d', order], env);
+    expect(noAnchor.code).toBe(EXIT.usage);
+    expect(noAnchor.stderr).toMatch(/trust anchor/);
   });
 });

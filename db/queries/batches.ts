@@ -92,6 +92,33 @@ export async function requeueItems(
   return rows.map((r) => r.id);
 }
 
+/** Dead items of a function (whatever brought them: batch, queue or cron), oldest first, after `after`. */
+export async function deadItems(
+  db: Db,
+  functionId: string,
+  after: string,
+  limit: number,
+): Promise<BatchItemRow[]> {
+  return db
+    .select()
+    .from(batchItems)
+    .where(
+      and(eq(batchItems.functionId, functionId), eq(batchItems.status, 'dead'), gt(batchItems.id, after)),
+    )
+    .orderBy(asc(batchItems.id))
+    .limit(limit);
+}
+
+/** Puts every dead item of a function back in the queue state; returns their ids, to be enqueued again. */
+export async function requeueDead(db: Db, functionId: string): Promise<string[]> {
+  const rows = await db
+    .update(batchItems)
+    .set({ status: 'queued', attempts: 0, error: null, finishedAt: null })
+    .where(and(eq(batchItems.functionId, functionId), eq(batchItems.status, 'dead')))
+    .returning({ id: batchItems.id });
+  return rows.map((r) => r.id);
+}
+
 /** Every function with an active version, and that version's manifest (for triggers). */
 export async function activeVersions(db: Db) {
   return db

@@ -14,12 +14,23 @@ export interface StoredBytes {
   size: number;
 }
 
-export function storeBytes(bytes: Uint8Array, blobWrites: Write[]): StoredBytes {
+/**
+ * Stores an artifact inline or as a blob. `digest` and `size` are always the plaintext's (the evidence
+ * signs those); with `seal`, the stored bytes are its ciphertext, and a blob is addressed by the
+ * ciphertext's own digest (each sealing is unique, so sealed blobs are never shared).
+ */
+export function storeBytes(
+  bytes: Uint8Array,
+  blobWrites: Write[],
+  seal?: (digest: string, plaintext: Buffer) => Buffer,
+): StoredBytes {
   const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const digest = sha256Digest(buffer);
-  if (buffer.length <= INLINE_LIMIT) return { digest, inline: buffer, blob: null, size: buffer.length };
+  const stored = seal ? seal(digest, buffer) : buffer;
+  if (stored.length <= INLINE_LIMIT) return { digest, inline: stored, blob: null, size: buffer.length };
+  const blobDigest = seal ? sha256Digest(stored) : digest;
   blobWrites.push((tx) =>
-    tx.insert(blobs).values({ digest, size: buffer.length, data: buffer }).onConflictDoNothing(),
+    tx.insert(blobs).values({ digest: blobDigest, size: stored.length, data: stored }).onConflictDoNothing(),
   );
-  return { digest, inline: null, blob: digest, size: buffer.length };
+  return { digest, inline: null, blob: blobDigest, size: buffer.length };
 }

@@ -47,6 +47,14 @@ export interface BatchWorkerOptions {
   sweepMs?: number;
 }
 
+interface QueueTarget {
+  tenantId: string;
+  functionId: string;
+  name: string;
+  versionId: string;
+  concurrency: number;
+}
+
 type Item = NewBatchItem & Pick<BatchItemRow, 'attempts' | 'status'>;
 
 type Outcome = { kind: 'ok' } | { kind: 'permanent'; reason: string } | { kind: 'retriable'; reason: string };
@@ -92,12 +100,13 @@ function classifyError(error: unknown): Outcome {
  */
 export class BatchWorkers {
   private readonly workers = new Map<string, Worker>();
-  private readonly queueTargets = new Map<string, { name: string; versionId: string }>();
+  private readonly queueTargets = new Map<string, QueueTarget>();
   private readonly manifests = new Map<string, Manifest>();
   private readonly batchQueue: Queue;
   private readonly cronQueue: Queue;
   private readonly monitor: Redis;
   private knownSchedulers = new Set<string>();
+  private readonly warned = new Set<string>();
   private refreshing: Promise<void> | undefined;
   private recovering: Promise<void> | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
@@ -168,8 +177,8 @@ export class BatchWorkers {
     const id = derivedItemId(job.queueName, job.id!);
     const existing = await itemById(db, id);
     if (existing) return existing;
-    const fns = await activeVersions(db);
     if (job.queueName === CRON_QUEUE) {
+      const fns = await activeVersions(db);
       const { functionName, trigger, versionId } = job.data as {
         functionName: string;
         trigger: number;
@@ -185,11 +194,12 @@ export class BatchWorkers {
         seq: tick,
       };
     }
+    // A producer's job: the function that declares the queue, as of the last refresh.
     const target = this.queueTargets.get(job.queueName);
-    const fn = target && fns.find((f) => f.name === target.name);
-    const queue = fn && parseManifest(fn.manifest).triggers.queue;
-    if (!fn || !queue || queue.name !== job.queueName) return undefined;
-    return this.newItem(id, fn, 'queue', job.queueName, queue.path, queue.retry, job.data ?? null);
+    if (!target) return undefined;
+    const { queue } = (await this.manifestOf(target.versionId)).triggers;
+    if (!queue || queue.name !== job.queueName) return undefined;
+    return this.newItem(id, target, 'queue', job.queueName, queue.path, queue.retry, job.data ?? null);
   }
 
   private newItem(
@@ -380,18 +390,21 @@ export class BatchWorkers {
     this.refreshing ??= (async () => {
       try {
         const fns = (await activeVersions(this.opts.db)).sort((a, b) => a.name.localeCompare(b.name));
-        const queues = new Map<string, { name: string; versionId: string; concurrency: number }>();
+        const queues = new Map<string, QueueTarget>();
         const schedules = new Map<string, Parameters<Queue['upsertJobScheduler']>>();
         for (const fn of fns) {
           const manifest = parseManifest(fn.manifest);
           const { queue, cron } = manifest.triggers;
           if (queue && !queues.has(queue.name) && queue.name !== BATCH_QUEUE && queue.name !== CRON_QUEUE) {
             queues.set(queue.name, {
+              tenantId: fn.tenantId,
+              functionId: fn.functionId,
               name: fn.name,
               versionId: fn.versionId,
               concurrency: queue.concurrency,
             });
-          } else if (queue) {
+          } else if (queue && !this.warned.has(`${fn.name}\0${queue.name}`)) {
+            this.warned.add(`${fn.name}\0${queue.name}`);
             this.opts.logger.warn({ fn: fn.name, queue: queue.name }, 'queue name already taken; ignored');
           }
           cron.forEach((entry, index) => {

@@ -5,6 +5,7 @@ import { registerEvidenceCommands } from './commands/evidence.ts';
 import { registerFunctionCommands } from './commands/functions.ts';
 import { registerInstanceCommands } from './commands/instances.ts';
 import { registerWorkerCommand } from './commands/worker.ts';
+import { registerTenantCommands } from './commands/tenants.ts';
 import { CliError, EXIT } from './errors.ts';
 
 export function buildProgram(): Command {
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerAdminCommands(program);
   registerFunctionCommands(program);
   registerInstanceCommands(program);
+  registerTenantCommands(program);
   registerBatchCommands(program);
   registerEvidenceCommands(program, () => configFrom(program));
   registerWorkerCommand(program);

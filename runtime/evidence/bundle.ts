@@ -40,6 +40,14 @@ export const bundleExecutionSchema = z.strictObject({
   seq,
   evidence: base64,
   artifacts: z.strictObject({ request: base64, response: base64, log: base64, metadata: base64 }),
+  /** Artifacts given empty because they cannot be read (their data key was shredded); only their digests are signed. */
+  withheld: z.array(z.enum(['request', 'response', 'log'])).optional(),
+});
+
+/** What the bundle holds: the tenant's artifacts in clear, or (after crypto-shredding) digests only. */
+export const bundleContentsSchema = z.strictObject({
+  artifacts: z.enum(['plaintext', 'withheld']),
+  detail: z.string().optional(),
 });
 
 export const bundleInvocationSchema = z.looseObject({
@@ -54,6 +62,7 @@ export const bundleInvocationSchema = z.looseObject({
 
 export const evidenceBundleSchema = z.strictObject({
   format: z.literal(EVIDENCE_BUNDLE_FORMAT),
+  contents: bundleContentsSchema.optional(),
   invocation: bundleInvocationSchema,
   enclaves: z.array(bundleEnclaveSchema),
   executions: z.array(bundleExecutionSchema),

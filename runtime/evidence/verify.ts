@@ -585,7 +585,19 @@ export function verifyBundle(input: unknown, options: VerifyBundleOptions): EarR
         ['log', execution.artifacts.log, c.logDigest],
         ['metadata', execution.artifacts.metadata, c.metadataDigest],
       ] as const;
+      const withheld = new Set<string>(execution.withheld ?? []);
       for (const [artifact, b64, digest] of artifacts) {
+        if (withheld.has(artifact)) {
+          reasons.push(
+            reason(
+              `artifact.${artifact}`,
+              false,
+              `withheld (its data key was shredded): only the signed digest ${digest?.toString('hex').slice(0, 16) ?? '(none)'}… remains`,
+              'warning',
+            ),
+          );
+          continue;
+        }
         const actual = sha256(fromB64(b64));
         reasons.push(
           digest?.equals(actual)

@@ -9,6 +9,7 @@ import { instanceRoutes } from './routes/instances.ts';
 import { invocationRoutes } from './routes/invocations.ts';
 import { invokeRoutes } from './routes/invoke.ts';
 import { metricsRoutes } from './routes/metrics.ts';
+import { tenantRoutes } from './routes/tenants.ts';
 import { stageKeyRoutes } from './routes/stage-keys.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 
@@ -38,6 +39,7 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
   app.route('/v1/batches', batchRoutes(deps));
   app.route('/v1/functions', stageKeyRoutes(deps));
   app.route('/v1/tokens', tokenRoutes(deps));
+  app.route('/v1/tenants', tenantRoutes(deps));
   app.route('/v1/instances', instanceRoutes(deps));
   app.route('/v1/invocations', invocationRoutes(deps));
   const invoke = invokeRoutes(deps);

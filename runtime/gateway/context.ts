@@ -5,6 +5,7 @@ import type { BatchProducer } from '../batch/producer.ts';
 import type { GroupCommitter } from '../artifacts/group-commit.ts';
 import type { Config } from '../config.ts';
 import type { CompositeManager } from '../lifecycle/manager.ts';
+import type { DataKeyring } from '../keys/data-keys.ts';
 import type { Logger } from '../log.ts';
 import type { LocalPool } from '../pool/local-pool.ts';
 import type { NodeRuntime } from '../node.ts';
@@ -18,6 +19,7 @@ export interface GatewayDeps {
   committer: GroupCommitter;
   manager: CompositeManager;
   pool: LocalPool;
+  keyring: DataKeyring;
   batches: BatchProducer;
   /** The host-local runtime the above come from (pool upkeep, metrics, announcements to other nodes). */
   node: NodeRuntime;

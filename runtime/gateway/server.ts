@@ -9,6 +9,7 @@ import type { Config } from '../config.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { startNode } from '../node.ts';
 import { createApp } from './app.ts';
+import { RetentionService } from '../retention/job.ts';
 import { limitConnections, serverCreationOptions } from './connection-limits.ts';
 
 export interface RunningGateway {
@@ -24,7 +25,14 @@ export async function startGateway(
   logger: Logger = createLogger(config.logLevel),
 ): Promise<RunningGateway> {
   const node = await startNode(config, logger);
-  const { database, redis, committer, manager, pool } = node;
+  const { database, redis, committer, manager, pool, keyring } = node;
+  const retention = new RetentionService({
+    db: database.db,
+    redisUrl: config.redisUrl,
+    intervalMs: config.retentionIntervalMs,
+    logger,
+    prefix: config.queuePrefix,
+  });
   const batches = new BatchProducer(config.redisUrl, config.queuePrefix, logger);
   // The single-node default: this process also runs the batch workers (`EBCC_BATCH_WORKERS=0` to not).
   const workers = config.batchWorkers
@@ -48,6 +56,7 @@ export async function startGateway(
     committer,
     manager,
     pool,
+    keyring,
     batches,
     node,
   });
@@ -89,6 +98,7 @@ export async function startGateway(
       void closed.then(() => clearTimeout(cutoff));
       await workers?.close();
       await batches.close();
+      await retention.close();
       await node.close(deadline);
       http.closeIdleConnections();
       await closed;

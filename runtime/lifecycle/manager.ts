@@ -18,6 +18,8 @@ import { newId } from '../ids.ts';
 import type { Logger } from '../log.ts';
 import { conflict, notFound, Problem } from '../problem.ts';
 import { loadVersion } from '../registry/versions.ts';
+import { SEALABLE_ARTIFACTS } from '../artifacts/sealing.ts';
+import type { DataKeyring } from '../keys/data-keys.ts';
 import { InstanceStages, StageError, type StageBinding } from '../stages/dispatcher.ts';
 import type { EidAllocator } from '../stages/eid-allocator.ts';
 import { compileRequestSchema } from '../stages/request-schema.ts';
@@ -34,6 +36,8 @@ export interface LifecycleDeps {
   /** This node's identity; instances are host-local and recorded under it. */
   hostId: string;
   logger: Logger;
+  /** Tenant data keys: stage artifacts are sealed at rest with them. */
+  keyring: DataKeyring;
 }
 
 export interface CreateOptions {
@@ -92,9 +96,14 @@ export class CompositeManager {
     const bindings = new Map<string, StageBinding>(
       loaded.stages.map((image) => {
         const stage = loaded.manifest.stages.find((s) => s.name === image.name)!;
+        const publicArtifacts = new Set<string>(stage.confidentiality.public);
+        const atRest = {
+          artifacts: new Set(SEALABLE_ARTIFACTS.filter((a) => !publicArtifacts.has(a))),
+          dataKey: () => this.deps.keyring.activeKey(fn.tenantId),
+        };
         return [
           image.name,
-          { image, validate: compileRequestSchema(stage.requestSchema), sealing: stage.sealing },
+          { image, validate: compileRequestSchema(stage.requestSchema), sealing: stage.sealing, atRest },
         ];
       }),
     );

@@ -93,6 +93,23 @@ const stageLimits = z
 
 const sha256Digest = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'must be "sha256:" followed by 64 hex digits');
 
+/**
+ * Confidentiality at rest: the request, response and log of a stage are sealed with the tenant's data
+ * key unless listed here as public (stored in clear, readable by the host operator). Digests, metadata
+ * and evidence are always in clear: the evidence covers digests, not plaintext.
+ */
+export const confidentialitySchema = z
+  .strictObject({
+    public: z
+      .array(z.enum(['request', 'response', 'log']))
+      .max(3)
+      .default([]),
+  })
+  .prefault({});
+
+/** How long the function's invocations and their artifacts are kept; absent: until deleted. */
+export const retentionSchema = z.strictObject({ days: intRange(1, 36_500) });
+
 export const stageSchema = z.strictObject({
   name: identifier,
   backend: z.enum(BACKENDS).default(DEFAULT_BACKEND),
@@ -101,6 +118,7 @@ export const stageSchema = z.strictObject({
   limits: stageLimits,
   /** A JSON Schema that every request to this stage must satisfy (requests are then JSON). */
   requestSchema: z.record(z.string(), z.unknown()).optional(),
+  confidentiality: confidentialitySchema,
   /**
    * Sealed requests (docs/security.md): `required` refuses plaintext requests; `publicFields` names the
    * top-level request fields a client may also show in clear to the anchor (the enclave checks that they
@@ -203,6 +221,7 @@ export const manifestSchema = z
     stages: z.array(stageSchema).min(1).max(16),
     pool: poolSchema,
     triggers: triggersSchema,
+    retention: retentionSchema.optional(),
   })
   .superRefine((manifest, ctx) => {
     const seen = new Set<string>();

@@ -7,13 +7,15 @@
  * Envelopes are JSON (media type `application/vnd.ebcc.sealed+json`), byte strings base64url:
  *
  *   request:  { format: "ebcc-sealed-request/1", suite, kid, responseKey, public?, enc, ct }
- *   response: { format: "ebcc-sealed-response/1", suite, request, enc, ct }
- *   log:      { format: "ebcc-sealed-log/1",      suite, request, enc, ct }
+ *   response: { format: "ebcc-sealed-response/1", suite, request, enc, seq: 0, ct }
+ *   log:      { format: "ebcc-sealed-log/1",      suite, request, enc, seq: 1, ct }
  *
  * `kid` names the enclave key (hex of the first 16 bytes of SHA-256 over it); `public` holds the fields
  * the function's manifest lets the anchor read, which the enclave checks against the plaintext; `request`
  * in a reply is the SHA-256 (hex) of the request envelope's bytes, so a reply cannot be moved to another
- * request. The AAD of each envelope is the canonical JSON of all its fields but `enc` and `ct`.
+ * request. The response and the log are the messages 0 and 1 of one HPKE context to the response key
+ * (one encapsulation per invocation). The AAD of each envelope is the canonical JSON of all its fields
+ * but `enc` and `ct`.
  *
  * This module is bundled into the sim shim, so it imports only node:crypto and small local helpers.
  */
@@ -34,11 +36,10 @@ export const RESPONSE_FORMAT = 'ebcc-sealed-response/1';
 export const LOG_FORMAT = 'ebcc-sealed-log/1';
 export type ReplyFormat = typeof RESPONSE_FORMAT | typeof LOG_FORMAT;
 
-const INFO = {
-  [REQUEST_FORMAT]: Buffer.from('ebcc-seal/1 request'),
-  [RESPONSE_FORMAT]: Buffer.from('ebcc-seal/1 response'),
-  [LOG_FORMAT]: Buffer.from('ebcc-seal/1 log'),
-} as const;
+const REQUEST_INFO = Buffer.from('ebcc-seal/1 request');
+const REPLY_INFO = Buffer.from('ebcc-seal/1 reply');
+/** Which message of the reply context each reply is. */
+const REPLY_SEQ = { [RESPONSE_FORMAT]: 0, [LOG_FORMAT]: 1 } as const;
 /** Exporter context of the key that makes the plaintext digests (keyed, so the host cannot test guesses). */
 const DIGEST_KEY_CONTEXT = Buffer.from('ebcc-seal/1 plaintext digests');
 
@@ -68,6 +69,7 @@ export interface SealedReply {
   suite: string;
   request: string;
   enc: string;
+  seq: number;
   ct: string;
 }
 
@@ -107,7 +109,9 @@ function requestAad(env: SealedRequest): Buffer {
 }
 
 function replyAad(env: SealedReply): Buffer {
-  return Buffer.from(canonicalJson({ format: env.format, suite: env.suite, request: env.request }));
+  return Buffer.from(
+    canonicalJson({ format: env.format, suite: env.suite, request: env.request, seq: env.seq }),
+  );
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
@@ -158,6 +162,8 @@ export function parseSealedReply(bytes: Uint8Array, format: ReplyFormat): Sealed
     throw new SealError('invalid', `suite ${String(value.suite)} is not supported`);
   if (typeof value.request !== 'string' || !/^[0-9a-f]{64}$/.test(value.request))
     throw new SealError('invalid', 'request must be a SHA-256 in hex');
+  if (value.seq !== REPLY_SEQ[format])
+    throw new SealError('invalid', `a ${format} is message ${REPLY_SEQ[format]}`);
   fromB64('enc', value.enc, 32);
   fromB64('ct', value.ct);
   return value as unknown as SealedReply;
@@ -182,7 +188,7 @@ export function sealRequest(
   options: { public?: Record<string, unknown> } = {},
 ): ClientExchange {
   const responseKey = generateX25519();
-  const { enc, context } = setupSender(enclaveKey, { info: INFO[REQUEST_FORMAT] });
+  const { enc, context } = setupSender(enclaveKey, { info: REQUEST_INFO });
   const head: SealedRequest = {
     format: REQUEST_FORMAT,
     suite: SUITE_NAME,
@@ -225,7 +231,7 @@ export function openRequest(bytes: Uint8Array, env: SealedRequest, key: X25519Ke
   let plaintext: Buffer;
   let digestKey: Buffer;
   try {
-    const context = setupRecipient(fromB64('enc', env.enc, 32), key, { info: INFO[REQUEST_FORMAT] });
+    const context = setupRecipient(fromB64('enc', env.enc, 32), key, { info: REQUEST_INFO });
     plaintext = context.open(fromB64('ct', env.ct), requestAad(env));
     digestKey = context.export(DIGEST_KEY_CONTEXT, 32);
   } catch (error) {
@@ -260,23 +266,30 @@ function checkPublicFields(fields: Record<string, unknown>, plaintext: Buffer): 
   }
 }
 
-/** Enclave side: seals a reply (the stage's output, or its log) to the client's response key. */
-export function sealReply(
-  format: ReplyFormat,
-  plaintext: Uint8Array,
+/**
+ * Enclave side: seals the stage's output and its log to the client's response key, as messages 0 and
+ * 1 of one HPKE context.
+ */
+export function sealReplies(
+  response: Uint8Array,
+  log: Uint8Array,
   responseKey: Uint8Array,
   requestDigest: Uint8Array,
-): Buffer {
-  const { enc, context } = setupSender(responseKey, { info: INFO[format] });
-  const head: SealedReply = {
-    format,
-    suite: SUITE_NAME,
-    request: Buffer.from(requestDigest).toString('hex'),
-    enc: b64(enc),
-    ct: '',
+): { response: Buffer; log: Buffer } {
+  const { enc, context } = setupSender(responseKey, { info: REPLY_INFO });
+  const seal = (format: ReplyFormat, plaintext: Uint8Array) => {
+    const head: SealedReply = {
+      format,
+      suite: SUITE_NAME,
+      request: Buffer.from(requestDigest).toString('hex'),
+      enc: b64(enc),
+      seq: REPLY_SEQ[format],
+      ct: '',
+    };
+    head.ct = b64(context.seal(plaintext, replyAad(head)));
+    return Buffer.from(JSON.stringify(head));
   };
-  head.ct = b64(context.seal(plaintext, replyAad(head)));
-  return Buffer.from(JSON.stringify(head));
+  return { response: seal(RESPONSE_FORMAT, response), log: seal(LOG_FORMAT, log) };
 }
 
 /** Client side: opens a reply to its request; refuses one made for another request. */
@@ -289,8 +302,8 @@ export function openReply(
   if (env.request !== exchange.requestDigest.toString('hex'))
     throw new SealError('invalid', 'the reply answers another request');
   try {
-    const context = setupRecipient(fromB64('enc', env.enc, 32), exchange.responseKey, { info: INFO[format] });
-    return context.open(fromB64('ct', env.ct), replyAad(env));
+    const context = setupRecipient(fromB64('enc', env.enc, 32), exchange.responseKey, { info: REPLY_INFO });
+    return context.open(fromB64('ct', env.ct), replyAad(env), env.seq);
   } catch (error) {
     if (error instanceof HpkeError)
       throw new SealError('invalid', `the sealed reply does not open: ${error.message}`);

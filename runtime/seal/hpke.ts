@@ -76,24 +76,26 @@ const labeledExtract = (suite: Buffer, salt: Uint8Array, label: string, ikm: Uin
 const labeledExpand = (suite: Buffer, prk: Uint8Array, label: string, info: Uint8Array, length: number) =>
   expand(prk, Buffer.concat([i2osp(length, 2), VERSION, suite, utf8(label), info]), length);
 
-// Raw X25519 keys as KeyObjects: DER with the fixed RFC 8410 prefixes.
+// A raw X25519 private key as a KeyObject: PKCS#8 DER with the fixed RFC 8410 prefix.
 const PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
-const SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
 
 export function x25519PrivateKey(raw: Uint8Array): KeyObject {
   if (raw.length !== 32) throw new HpkeError(`an X25519 private key is 32 bytes, not ${raw.length}`);
   return createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, raw]), format: 'der', type: 'pkcs8' });
 }
 
+// Public keys go through JWK: in Node 20 a JWK imports and exports some twenty times faster than DER
+// (OpenSSL's decoder chain), and this is on every sealed invocation's path.
 export function x25519PublicKey(raw: Uint8Array): KeyObject {
   if (raw.length !== 32) throw new HpkeError(`an X25519 public key is 32 bytes, not ${raw.length}`);
-  return createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+  const x = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64url');
+  return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x }, format: 'jwk' });
 }
 
 export function rawX25519Public(key: KeyObject): Buffer {
-  const pub = key.type === 'private' ? createPublicKey(key) : key;
-  if (pub.asymmetricKeyType !== 'x25519') throw new HpkeError('not an X25519 key');
-  return Buffer.from(pub.export({ format: 'der', type: 'spki' }).subarray(-32));
+  if (key.asymmetricKeyType !== 'x25519') throw new HpkeError('not an X25519 key');
+  const jwk = key.export({ format: 'jwk' });
+  return Buffer.from(jwk.x!, 'base64url');
 }
 
 export function rawX25519Private(key: KeyObject): Buffer {
@@ -165,10 +167,10 @@ export class HpkeContext {
   private seq = 0;
   constructor(private readonly schedule: Schedule) {}
 
-  private nonce(): Buffer {
+  private nonce(at?: number): Buffer {
     if (this.seq >= 2 ** 48) throw new HpkeError('message limit reached');
     const n = Buffer.from(this.schedule.baseNonce);
-    const s = this.seq++;
+    const s = at ?? this.seq++;
     // XOR the big-endian sequence number into the low bytes (48 bits are plenty).
     for (let i = 0, v = s; i < 6; i++, v = Math.floor(v / 256)) n[N_N - 1 - i]! ^= v & 0xff;
     return n;
@@ -180,9 +182,15 @@ export class HpkeContext {
     return Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
   }
 
-  open(ciphertext: Uint8Array, aad: Uint8Array = EMPTY): Buffer {
+  /**
+   * Opens the next message; with `at`, the message of that sequence number instead (leaving the
+   * context's own count alone), for a receiver that opens the messages of one context separately.
+   */
+  open(ciphertext: Uint8Array, aad: Uint8Array = EMPTY, at?: number): Buffer {
     if (ciphertext.length < N_T) throw new HpkeError('the ciphertext is shorter than its tag');
-    const nonce = this.nonce();
+    if (at !== undefined && (!Number.isSafeInteger(at) || at < 0 || at >= 2 ** 48))
+      throw new HpkeError('a sequence number is an integer from 0 to 2^48 - 1');
+    const nonce = this.nonce(at);
     const decipher = createDecipheriv('aes-128-gcm', this.schedule.key, nonce);
     decipher.setAAD(aad);
     decipher.setAuthTag(ciphertext.subarray(ciphertext.length - N_T));
@@ -192,7 +200,7 @@ export class HpkeContext {
         decipher.final(),
       ]);
     } catch {
-      this.seq--;
+      if (at === undefined) this.seq--;
       throw new HpkeError('the ciphertext does not open with this key, info and aad');
     }
   }

@@ -15,9 +15,12 @@ import {
 import { enclaves, stageExecutions } from '../../db/schema.ts';
 import type { GroupCommitter, InvocationBatch, Write } from '../artifacts/group-commit.ts';
 import { LOG_LIMIT, storeBytes } from '../artifacts/records.ts';
+import { artifactSealer, type ArtifactSealing } from '../artifacts/sealing.ts';
+import type { DataKey } from '../keys/data-keys.ts';
 import { enclaveBinding } from '../evidence/binding.ts';
 import { parseSealedRequest, SealError } from '../seal/envelope.ts';
 import { newId } from '../ids.ts';
+import { sha256Digest } from '../registry/digest.ts';
 import type { EidAllocator } from './eid-allocator.ts';
 import type { RequestValidator } from './request-schema.ts';
 
@@ -49,6 +52,8 @@ export class StageError extends Error {
 export interface StageBinding {
   image: StageImage;
   validate: RequestValidator | null;
+  /** Which artifacts are sealed at rest with the tenant's data key; absent: all stored in clear. */
+  atRest?: ArtifactSealing;
   /** The manifest's sealing policy for the stage. */
   sealing?: { required: boolean; publicFields: string[] };
 }
@@ -302,6 +307,19 @@ export class InstanceStages {
       throw new StageError('request-invalid', 'the nonce must be 8 to 64 bytes, written as hex', 400);
     }
     const nonce = options.nonce === undefined ? undefined : Buffer.from(options.nonce, 'hex');
+    // The data key is fetched before the stage runs: without it nothing is run that could not be stored sealed.
+    let dataKey: DataKey | undefined;
+    if (binding.atRest?.artifacts.size) {
+      try {
+        dataKey = await binding.atRest.dataKey();
+      } catch (error) {
+        throw new StageError(
+          'backend-unavailable',
+          `the tenant's data key is unavailable, so stage "${stageName}" cannot seal its artifacts: ${(error as Error).message}`,
+          503,
+        );
+      }
+    }
     const validateMs = ms(t0);
 
     const t1 = performance.now();
@@ -383,6 +401,7 @@ export class InstanceStages {
       oneshot ? { checkpoint } : null,
       options.nonce,
       options.batch,
+      dataKey && binding.atRest ? { key: dataKey, artifacts: binding.atRest.artifacts } : undefined,
     );
     const outcome = {
       executionId,
@@ -437,14 +456,20 @@ export class InstanceStages {
     oneshot: { checkpoint: Buffer | null } | null,
     nonce: string | undefined,
     batch: InvocationBatch | undefined,
+    atRest: { key: DataKey; artifacts: ArtifactSealing['artifacts'] } | undefined,
   ): Promise<void> {
     const { handle } = enclave;
     const writes: Write[] = [];
     if (oneshot) writes.push(enclaveRecord(enclave, Date.now(), oneshot.checkpoint));
-    const req = storeBytes(request, writes);
-    const res = storeBytes(result.response, writes);
-    const log = Buffer.from(result.log.subarray(0, LOG_LIMIT));
-    const logDigest = storeBytes(log, []).digest;
+    const sealer = (artifact: 'request' | 'response' | 'log') =>
+      atRest?.artifacts.has(artifact) ? artifactSealer(atRest.key.key, executionId, artifact) : undefined;
+    const req = storeBytes(request, writes, sealer('request'));
+    const res = storeBytes(result.response, writes, sealer('response'));
+    const logPlain = Buffer.from(result.log.subarray(0, LOG_LIMIT));
+    const logDigest = sha256Digest(logPlain);
+    const sealLog = sealer('log');
+    // The log always stays in its row, sealed or not.
+    const log = sealLog ? sealLog(logDigest, logPlain) : logPlain;
     const metadata = {
       cid: this.cid,
       eid: handle.eid,
@@ -488,6 +513,8 @@ export class InstanceStages {
         exitCode: result.exit.code,
         evidence: result.evidence ? Buffer.from(result.evidence) : null,
         boundMetadata: result.boundMetadata ? Buffer.from(result.boundMetadata) : null,
+        sealedWith: atRest?.key.id ?? null,
+        sealed: atRest ? [...atRest.artifacts] : null,
       }),
     );
     const chainHead = result.evidence ? sha256(result.evidence).toString('hex') : null;

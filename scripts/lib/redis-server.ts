@@ -39,6 +39,8 @@ export async function redisAnswers(url: string, deadlineMs = 0): Promise<boolean
 export interface PrivateRedis {
   url: string;
   port: number;
+  /** The running server's pid (for CPU accounting), if it runs. */
+  readonly pid: number | undefined;
   /** Stops the server; `start` brings it back on the same port (Redis here keeps nothing on disk). */
   stop(): Promise<void>;
   start(): Promise<void>;
@@ -80,6 +82,9 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
   return {
     url,
     port,
+    get pid() {
+      return child?.pid;
+    },
     start,
     stop,
     dispose: async () => {

@@ -16,13 +16,11 @@ import { canonicalJson } from '../../../runtime/util/canonical-json.ts';
 import { encodeFrame, FrameReader } from '../../../runtime/anchor/guest/wire.mjs';
 import { generateX25519 } from '../../../runtime/seal/hpke.ts';
 import {
-  LOG_FORMAT,
   openRequest,
   parseSealedRequest,
   plaintextDigest,
-  RESPONSE_FORMAT,
   SealError,
-  sealReply,
+  sealReplies,
   type OpenedRequest,
 } from '../../../runtime/seal/envelope.ts';
 import type { ExecutionContext, HostToShim, ShimExit, ShimToHost } from './protocol.ts';
@@ -272,11 +270,7 @@ async function handle(header: HostToShim, body: Buffer, key: KeyObject): Promise
     const digest = (bytes: Buffer) => plaintextDigest(opened.digestKey, bytes);
     const log = ran.log.subarray(0, SEALED_LOG_CAP);
     sealed = { kid: opened.kid, digests: [digest(opened.plaintext), digest(ran.response), digest(log)] };
-    result = {
-      ...ran,
-      response: sealReply(RESPONSE_FORMAT, ran.response, opened.responseKey, opened.requestDigest),
-      log: sealReply(LOG_FORMAT, log, opened.responseKey, opened.requestDigest),
-    };
+    result = { ...ran, ...sealReplies(ran.response, log, opened.responseKey, opened.requestDigest) };
   }
   seq += 1;
   const digests = [sha256(body), sha256(result.response), sha256(result.log)];

@@ -180,4 +180,29 @@ export function registerBatchCommands(program: Command): void {
       if (opts.json) print(body);
       else process.stdout.write(`batch ${id}: ${r.requeued} item(s) queued again\n`);
     });
+  batch
+    .command('dead <function>')
+    .description("list a function's dead items (from batches, its queue or its cron), or --retry them all")
+    .option('--retry', 'run every dead item of the function again')
+    .option('--json', 'print JSON')
+    .action(async (fn: string, opts: { retry?: boolean; json?: boolean }) => {
+      const client = gatewayOptions(program);
+      const base = `/v1/functions/${encodeURIComponent(fn)}/dead-letters`;
+      if (opts.retry) {
+        const { body } = await callGateway(client, 'POST', `${base}/retry`);
+        if (opts.json) print(body);
+        else
+          process.stdout.write(
+            `${fn}: ${(body as { requeued: number }).requeued} dead item(s) queued again\n`,
+          );
+        return;
+      }
+      const { body } = await callGateway(client, 'GET', `${base}?limit=1000`);
+      const items = (body as { items: { id: string; source: string; attempts: number; error: string }[] })
+        .items;
+      if (opts.json) print(body);
+      else
+        for (const i of items)
+          process.stdout.write(`${i.id} ${i.source} after ${i.attempts} attempt(s): ${i.error}\n`);
+    });
 }

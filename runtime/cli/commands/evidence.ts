@@ -33,6 +33,46 @@ async function readJson(path: string, what: string): Promise<unknown> {
   }
 }
 
+/** Reads trust-anchor files (JSON from `ebcc trust export`); CLI errors for missing or bad ones. */
+export async function loadTrustAnchors(files: string[] | undefined) {
+  const { parseTrustAnchor } = await import('../../evidence/index.ts');
+  if (!files?.length) {
+    throw new CliError(
+      'verification needs a trust anchor: --trust-anchor FILE (from `ebcc trust export` on the host)',
+      EXIT.usage,
+    );
+  }
+  return Promise.all(
+    files.map(async (file) => {
+      try {
+        return parseTrustAnchor(await readJson(file, 'trust anchor'));
+      } catch (error) {
+        if (error instanceof CliError) throw error;
+        throw new CliError(`${file}: ${(error as Error).message}`, EXIT.usage);
+      }
+    }),
+  );
+}
+
+/** Prints a key appraisal; sets a failing exit code unless the key is trusted. */
+export function reportKeyVerdict(
+  verdict: {
+    trusted: boolean;
+    appraisal: { status: string; reasons: { check: string; ok: boolean; detail: string }[] };
+  },
+  json: boolean | undefined,
+  document?: unknown,
+): void {
+  if (json)
+    process.stdout.write(`${JSON.stringify({ ...verdict, ...(document ? { document } : {}) }, null, 2)}\n`);
+  else {
+    process.stdout.write(`${verdict.trusted ? 'trusted' : 'not trusted'} (${verdict.appraisal.status})\n`);
+    for (const r of verdict.appraisal.reasons.filter((x) => !x.ok))
+      process.stdout.write(`  ${r.check}: ${r.detail}\n`);
+  }
+  if (!verdict.trusted) process.exitCode = EXIT.failed;
+}
+
 async function fetchBundle(program: Command, invocationId: string): Promise<unknown> {
   const { body } = await callGateway(
     gatewayOptions(program),
@@ -59,7 +99,7 @@ export function registerEvidenceCommands(program: Command, configFrom: () => Con
   program
     .command('verify <invocation-id-or-file>')
     .description(
-      "verify an invocation's evidence offline and print an attestation result (IETF EAR); exit 0 only if affirming",
+      "verify an invocation's evidence offline and print an attestation result (IETF EAR); exit 0 only if affirming. A file holding a stage key (from `ebcc key -o`) is appraised as one",
     )
     .option('--trust-anchor <file...>', 'trusted device roots (JSON from `ebcc trust export`)')
     .option(
@@ -83,23 +123,8 @@ export function registerEvidenceCommands(program: Command, configFrom: () => Con
           json?: boolean;
         },
       ) => {
-        const { parseTrustAnchor, verifyBundle, failedChecks } = await import('../../evidence/index.ts');
-        if (!opts.trustAnchor?.length) {
-          throw new CliError(
-            'offline verification needs a trust anchor: --trust-anchor FILE (from `ebcc trust export` on the host)',
-            EXIT.usage,
-          );
-        }
-        const anchors = await Promise.all(
-          opts.trustAnchor.map(async (file) => {
-            try {
-              return parseTrustAnchor(await readJson(file, 'trust anchor'));
-            } catch (error) {
-              if (error instanceof CliError) throw error;
-              throw new CliError(`${file}: ${(error as Error).message}`, EXIT.usage);
-            }
-          }),
-        );
+        const { verifyBundle, failedChecks } = await import('../../evidence/index.ts');
+        const anchors = await loadTrustAnchors(opts.trustAnchor);
         let referenceValues;
         if (opts.referenceValues) {
           const parsed = referenceValuesSchema.safeParse(
@@ -115,6 +140,16 @@ export function registerEvidenceCommands(program: Command, configFrom: () => Con
         const bundle = existsSync(target)
           ? await readJson(target, 'evidence bundle')
           : await fetchBundle(program, target);
+        if ((bundle as { format?: unknown } | null)?.format === 'ebcc-enclave-key/1') {
+          const { verifyEnclaveKey } = await import('../../client/index.ts');
+          const verdict = verifyEnclaveKey(bundle, {
+            trustAnchors: anchors,
+            referenceValues,
+            allowSim: Boolean(opts.allowSim),
+          });
+          reportKeyVerdict(verdict, opts.json);
+          return;
+        }
         const result = verifyBundle(bundle, {
           trustAnchors: anchors,
           referenceValues,
@@ -128,6 +163,37 @@ export function registerEvidenceCommands(program: Command, configFrom: () => Con
           for (const line of failedChecks(result)) process.stdout.write(`  ${line}\n`);
         }
         if (status !== 'affirming') process.exitCode = EXIT.failed;
+      },
+    );
+
+  program
+    .command('key <function> <stage>')
+    .description(
+      "fetch a stage enclave's encryption key and verify the evidence binding it (exit 0 only if trusted)",
+    )
+    .option('--trust-anchor <file...>', 'trusted device roots (JSON from `ebcc trust export`)')
+    .option('--allow-sim', 'accept a software root (the sim backend), which no hardware protects')
+    .option('-o, --output <file>', 'also write the key document (for `ebcc verify <file>`)')
+    .option('--json', 'print the appraisal and the key document as JSON')
+    .action(
+      async (
+        fn: string,
+        stage: string,
+        opts: { trustAnchor?: string[]; allowSim?: boolean; output?: string; json?: boolean },
+      ) => {
+        const anchors = await loadTrustAnchors(opts.trustAnchor);
+        const { body } = await callGateway(
+          gatewayOptions(program),
+          'GET',
+          `/v1/functions/${encodeURIComponent(fn)}/stages/${encodeURIComponent(stage)}/key`,
+        );
+        if (opts.output) await writeFile(opts.output, `${JSON.stringify(body, null, 2)}\n`);
+        const { verifyEnclaveKey } = await import('../../client/index.ts');
+        reportKeyVerdict(
+          verifyEnclaveKey(body, { trustAnchors: anchors, allowSim: Boolean(opts.allowSim) }),
+          opts.json,
+          body,
+        );
       },
     );
 

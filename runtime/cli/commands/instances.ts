@@ -137,6 +137,13 @@ export function registerInstanceCommands(program: Command): void {
       'print the status line and headers (the invocation id, start and EIDs) to stderr',
     )
     .option('--json', 'print {status, headers, body, invocation} as JSON')
+    .option(
+      '--seal <stage>',
+      "seal the body to this stage's enclave key (verified first) and open the sealed response (docs/security.md)",
+    )
+    .option('--trust-anchor <file...>', 'with --seal: trusted device roots (JSON from `ebcc trust export`)')
+    .option('--allow-sim', 'with --seal: accept a software root (the sim backend)')
+    .option('--no-public', 'with --seal: show no field in clear, even those the manifest allows')
     .action(
       async (
         fn: string,
@@ -148,11 +155,16 @@ export function registerInstanceCommands(program: Command): void {
           header?: string[];
           include?: boolean;
           json?: boolean;
+          seal?: string;
+          trustAnchor?: string[];
+          allowSim?: boolean;
+          public: boolean;
         },
       ) => {
         if (opts.data !== undefined && opts.dataFile)
           throw new CliError('give --data or --data-file, not both', EXIT.usage);
         const body = opts.dataFile ? await readFile(opts.dataFile) : opts.data;
+        if (opts.seal) return invokeSealed(program, fn, opts.seal, body, opts);
         const headers: Record<string, string> = {};
         for (const h of opts.header ?? []) {
           const at = h.indexOf(':');
@@ -216,4 +228,75 @@ export function registerInstanceCommands(program: Command): void {
         (await callGateway(gatewayOptions(program), 'GET', `/v1/invocations/${encodeURIComponent(id)}`)).body,
       ),
     );
+}
+
+/** `ebcc invoke --seal`: the client library end to end, printing the opened response. */
+async function invokeSealed(
+  program: Command,
+  fn: string,
+  stage: string,
+  body: string | Buffer | undefined,
+  opts: {
+    path: string;
+    header?: string[];
+    json?: boolean;
+    trustAnchor?: string[];
+    allowSim?: boolean;
+    public: boolean;
+  },
+): Promise<void> {
+  if (body === undefined) throw new CliError('--seal needs a body: --data or --data-file', EXIT.usage);
+  const { loadTrustAnchors } = await import('./evidence.ts');
+  const { SealedClient, SealedClientError } = await import('../../client/index.ts');
+  const gateway = gatewayOptions(program);
+  const client = new SealedClient({
+    url: gateway.url,
+    token: gateway.token,
+    trustAnchors: await loadTrustAnchors(opts.trustAnchor),
+    allowSim: Boolean(opts.allowSim),
+  });
+  const bytes = Buffer.from(body);
+  let input: Uint8Array | Record<string, unknown> = bytes;
+  try {
+    const parsed: unknown = JSON.parse(bytes.toString('utf8'));
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed))
+      input = parsed as Record<string, unknown>;
+  } catch {
+    // not JSON: sealed as bytes, with no public fields
+  }
+  const headers: Record<string, string> = {};
+  for (const h of opts.header ?? []) {
+    const at = h.indexOf(':');
+    if (at < 1) throw new CliError(`invalid --header "${h}": use "Name: value"`, EXIT.usage);
+    headers[h.slice(0, at).trim()] = h.slice(at + 1).trim();
+  }
+  let result;
+  try {
+    result = await client.invoke(fn, stage, input, { path: opts.path, headers, showPublic: opts.public });
+  } catch (error) {
+    if (error instanceof SealedClientError)
+      throw new CliError(
+        error.message,
+        error.status === 404
+          ? EXIT.notFound
+          : error.status === 401 || error.status === 403
+            ? EXIT.auth
+            : EXIT.failed,
+      );
+    const cause = (error as { cause?: { code?: string } }).cause;
+    if (cause?.code === 'ECONNREFUSED')
+      throw new CliError(`cannot reach the gateway at ${gateway.url}`, EXIT.unreachable);
+    throw error;
+  }
+  const text = result.body.toString('utf8');
+  if (opts.json)
+    print({
+      status: result.status,
+      sealed: result.sealed,
+      invocation: result.invocationId,
+      enclave: { cid: result.key.cid, eid: result.key.enclave.eid, kid: result.key.kid },
+      body: text,
+    });
+  else process.stdout.write(text.endsWith('\n') || !text ? text : `${text}\n`);
+  if (result.status >= 400) process.exitCode = EXIT.failed;
 }

@@ -4,6 +4,8 @@ import {
   batchById,
   batchCounts,
   batchItemsPage,
+  deadItems,
+  requeueDead,
   insertBatch,
   itemById,
   requeueItems,
@@ -72,74 +74,116 @@ function itemView(item: BatchItemRow, blobs: Map<string, Buffer>) {
   };
 }
 
-/** `POST /v1/functions/:name/batches`: one job per item, every item recorded in libSQL first. */
+const deadQuery = z.object({
+  cursor: z.string().max(64).default(''),
+  limit: z.coerce.number().int().min(1).max(1_000).default(100),
+});
+
+/**
+ * Per function: `POST /v1/functions/:name/batches` (one job per item, every item recorded in libSQL
+ * first), and its dead-letter list, whatever brought the items (a batch, its queue, its cron), with a
+ * one-call retry.
+ */
 export function batchSubmitRoutes(deps: GatewayDeps) {
-  return new Hono<AppEnv>().post('/:name/batches', requireScope(deps.db, 'invoke'), async (c) => {
-    const name = c.req.param('name');
-    const query = parseWith(submitQuery, c.req.query());
+  const owned = async (tenantId: string, name: string) => {
     const fn = await findFunction(deps.db, name);
-    if (!fn || fn.tenantId !== c.get('principal').tenantId) throw notFound(`function "${name}"`);
-    if (!fn.activeVersionId) throw conflict('no-active-version', `function "${name}" has no active version`);
-    const version = await versionById(deps.db, fn.activeVersionId);
-    if (!version) throw notFound(`the active version of "${name}"`);
-    const manifest = parseManifest(version.manifest);
-    const parsed = await parseBatchBody(c.req.raw);
-    const batchId = newId('bat');
-    const path = query.path ?? manifest.triggers.queue?.path ?? '/';
-    const retry = batchRetry(manifest);
-    const now = Date.now();
-    const items: NewBatchItem[] = parsed.map((item, seq) => ({
-      id: newId('itm'),
-      batchId,
-      seq,
-      tenantId: fn.tenantId,
-      functionId: fn.id,
-      functionName: fn.name,
-      versionId: version.id,
-      path,
-      retry,
-      source: 'batch',
-      queue: BATCH_QUEUE,
-      status: item.refused ? 'failed' : 'queued',
-      input: item.input,
-      error: item.refused ?? null,
-      finishedAt: item.refused ? now : null,
-    }));
-    await insertBatch(
-      deps.db,
-      {
-        id: batchId,
+    if (!fn || fn.tenantId !== tenantId) throw notFound(`function "${name}"`);
+    return fn;
+  };
+  return new Hono<AppEnv>()
+    .get('/:name/dead-letters', requireScope(deps.db, 'any'), async (c) => {
+      const fn = await owned(c.get('principal').tenantId, c.req.param('name'));
+      const query = parseWith(deadQuery, c.req.query());
+      const rows = await deadItems(deps.db, fn.id, query.cursor, query.limit);
+      return c.json({
+        function: fn.name,
+        items: rows.map((i) => ({
+          id: i.id,
+          batchId: i.batchId,
+          source: i.source,
+          queue: i.queue,
+          attempts: i.attempts,
+          error: i.error,
+          input: i.input,
+          invocationId: i.invocationId,
+          finishedAt: i.finishedAt,
+        })),
+        nextCursor: rows.length === query.limit ? rows.at(-1)!.id : null,
+      });
+    })
+    .post('/:name/dead-letters/retry', requireScope(deps.db, 'invoke'), async (c) => {
+      const fn = await owned(c.get('principal').tenantId, c.req.param('name'));
+      const ids = await requeueDead(deps.db, fn.id);
+      const enqueued = ids.length ? await deps.batches.enqueue(ids) : true;
+      return c.json({ requeued: ids.length, items: ids, enqueued });
+    })
+    .post('/:name/batches', requireScope(deps.db, 'invoke'), async (c) => {
+      const name = c.req.param('name');
+      const query = parseWith(submitQuery, c.req.query());
+      const fn = await findFunction(deps.db, name);
+      if (!fn || fn.tenantId !== c.get('principal').tenantId) throw notFound(`function "${name}"`);
+      if (!fn.activeVersionId)
+        throw conflict('no-active-version', `function "${name}" has no active version`);
+      const version = await versionById(deps.db, fn.activeVersionId);
+      if (!version) throw notFound(`the active version of "${name}"`);
+      const manifest = parseManifest(version.manifest);
+      const parsed = await parseBatchBody(c.req.raw);
+      const batchId = newId('bat');
+      const path = query.path ?? manifest.triggers.queue?.path ?? '/';
+      const retry = batchRetry(manifest);
+      const now = Date.now();
+      const items: NewBatchItem[] = parsed.map((item, seq) => ({
+        id: newId('itm'),
+        batchId,
+        seq,
         tenantId: fn.tenantId,
         functionId: fn.id,
         functionName: fn.name,
         versionId: version.id,
         path,
-        total: items.length,
-      },
-      items,
-    );
-    const queued = items.filter((i) => i.status === 'queued').map((i) => i.id);
-    const enqueued = queued.length ? await deps.batches.enqueue(queued) : true;
-    c.header('Location', `/v1/batches/${batchId}`);
-    return c.json(
-      {
-        id: batchId,
-        function: fn.name,
-        version: version.version,
-        total: items.length,
-        queued: queued.length,
-        refused: items
-          .filter((i) => i.status === 'failed')
-          .map((i) => ({ item: i.id, seq: i.seq, error: i.error })),
-        enqueued,
-        ...(enqueued
-          ? {}
-          : { note: 'Redis did not answer: the items are recorded and will be enqueued when it does' }),
-        status: `/v1/batches/${batchId}`,
-      },
-      202,
-    );
-  });
+        retry,
+        source: 'batch',
+        queue: BATCH_QUEUE,
+        status: item.refused ? 'failed' : 'queued',
+        input: item.input,
+        error: item.refused ?? null,
+        finishedAt: item.refused ? now : null,
+      }));
+      await insertBatch(
+        deps.db,
+        {
+          id: batchId,
+          tenantId: fn.tenantId,
+          functionId: fn.id,
+          functionName: fn.name,
+          versionId: version.id,
+          path,
+          total: items.length,
+        },
+        items,
+      );
+      const queued = items.filter((i) => i.status === 'queued').map((i) => i.id);
+      const enqueued = queued.length ? await deps.batches.enqueue(queued) : true;
+      c.header('Location', `/v1/batches/${batchId}`);
+      return c.json(
+        {
+          id: batchId,
+          function: fn.name,
+          version: version.version,
+          total: items.length,
+          queued: queued.length,
+          refused: items
+            .filter((i) => i.status === 'failed')
+            .map((i) => ({ item: i.id, seq: i.seq, error: i.error })),
+          enqueued,
+          ...(enqueued
+            ? {}
+            : { note: 'Redis did not answer: the items are recorded and will be enqueued when it does' }),
+          status: `/v1/batches/${batchId}`,
+        },
+        202,
+      );
+    });
 }
 
 /** `/v1/batches/:id`: progress, failures and results; retries of dead (or failed) items. */

@@ -50,7 +50,7 @@ async function embeddedEvidence(
   invocationId: string,
   tenantId: string,
 ): Promise<Record<string, string>> {
-  const bundle = await exportInvocation(deps.db, invocationId, tenantId).catch(() => undefined);
+  const bundle = await exportInvocation(deps.db, invocationId, tenantId, deps.keyring).catch(() => undefined);
   if (!bundle) return { 'x-ebcc-evidence-embedded': 'unavailable' };
   const packed = gzipSync(JSON.stringify(bundle)).toString('base64url');
   if (packed.length > MAX_EMBEDDED_EVIDENCE_BYTES) return { 'x-ebcc-evidence-embedded': 'too-large' };
