@@ -138,7 +138,10 @@ export function parseSealedRequest(bytes: Uint8Array): SealedRequest | undefined
   if (extra.length)
     throw new SealError('invalid', `unknown field(s) in the sealed request: ${extra.join(', ')}`);
   if (value.suite !== SUITE_NAME)
-    throw new SealError('invalid', `suite ${String(value.suite)} is not supported (only ${SUITE_NAME})`);
+    throw new SealError(
+      'invalid',
+      `suite ${JSON.stringify(value.suite)} is not supported (only ${SUITE_NAME})`,
+    );
   if (typeof value.kid !== 'string' || !/^[0-9a-f]{32}$/.test(value.kid))
     throw new SealError('invalid', 'kid must be 16 bytes of lower-case hex');
   fromB64('responseKey', value.responseKey, 32);
@@ -159,7 +162,7 @@ export function parseSealedReply(bytes: Uint8Array, format: ReplyFormat): Sealed
   if (!isObject(value) || value.format !== format)
     throw new SealError('invalid', `not a sealed reply of format ${format}`);
   if (value.suite !== SUITE_NAME)
-    throw new SealError('invalid', `suite ${String(value.suite)} is not supported`);
+    throw new SealError('invalid', `suite ${JSON.stringify(value.suite)} is not supported`);
   if (typeof value.request !== 'string' || !/^[0-9a-f]{64}$/.test(value.request))
     throw new SealError('invalid', 'request must be a SHA-256 in hex');
   if (value.seq !== REPLY_SEQ[format])
