@@ -133,6 +133,8 @@ export async function startNode(
         await pool.close(deadline);
         await upkeep.close();
         await manager.shutdown();
+        // An instance whose creation was under way during the first pass is stopped by a second.
+        if ([...manager.live.values()].some((i) => i.status !== 'stopped')) await manager.shutdown();
         await committer.close();
         redis.disconnect();
         queueConnection.disconnect();

@@ -264,6 +264,11 @@ export class LocalPool {
     try {
       const created = await this.manager.create({ tenantId, functionName, versionId, managedBy: 'pool' });
       this.options.metrics?.created.inc({ function: functionName, cause: 'upkeep' });
+      if (this.closing) {
+        // The node began shutting down meanwhile: this instance is not kept.
+        await this.remove(created, 'shutdown');
+        return false;
+      }
       await this.manager.start(created.cid, tenantId);
       return true;
     } finally {
