@@ -1,4 +1,5 @@
 import { createHardwareOnlyAdapter } from './hardware-only.ts';
+import { createOpteeAdapter } from './optee/index.ts';
 import { createSimAdapter } from './sim/index.ts';
 import type { TeeAdapter } from './types.ts';
 
@@ -27,7 +28,7 @@ const factories: Record<BackendName, () => TeeAdapter> = {
   keystone: () => createHardwareOnlyAdapter('keystone', 'a RISC-V board with the Keystone security monitor'),
   sgx: () => createHardwareOnlyAdapter('sgx', 'an Intel SGX-capable CPU and driver (/dev/sgx_enclave)'),
   tdx: () => createHardwareOnlyAdapter('tdx', 'an Intel TDX guest (/dev/tdx_guest)'),
-  optee: () => createHardwareOnlyAdapter('optee', 'an OP-TEE board agent'),
+  optee: () => createOpteeAdapter(config),
 };
 
 const instances = new Map<string, TeeAdapter>();

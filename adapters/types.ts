@@ -59,6 +59,11 @@ export interface EnclaveHandle extends EnclaveIdentity {
   /** The enclave's evidence-signing key (raw Ed25519), generated inside it; absent where a backend signs nothing. */
   publicKey?: Uint8Array;
   /**
+   * Native evidence the backend produced itself at create, for backends whose executions are signed by
+   * another key than `publicKey` (recorded with the enclave; `attest` is then not called).
+   */
+  native?: NativeEvidence;
+  /**
    * The enclave's encryption key (raw X25519), generated inside it, where the backend has one. Clients
    * seal requests to it (runtime/seal) once the native evidence binding it has been verified.
    */
@@ -118,8 +123,43 @@ export interface TeeAdapter {
   trustAnchor?(): Record<string, unknown> | undefined;
   /** Replaces the backend's software root with a new one, where it has one; returns the new anchor. */
   rotateTrustAnchor?(): Record<string, unknown>;
+  /** The backend's key broker enclave, started on first use (backends that have one). */
+  keyBroker?(): Promise<KeyBroker>;
+  /** Gives an enclave a secret the broker released to its encryption key; the enclave opens it itself. */
+  provisionSecret?(handle: EnclaveHandle, released: Uint8Array): Promise<{ ok: boolean; detail: string }>;
   /** Tears the enclave down; with `evidence`, first has it sign a final checkpoint closing its chain. */
   destroy(handle: EnclaveHandle, evidence?: EvidenceContext): Promise<{ checkpoint?: Uint8Array }>;
+}
+
+/** The enclave that wants a secret, as a key broker appraises it (an evidence-bundle enclave, plus its cid). */
+export interface SecretRequester {
+  cid: string;
+  eid: number;
+  stage: string;
+  /** hex */
+  publicKey: string;
+  /** hex */
+  encryptionKey: string;
+  nativeFormat: string;
+  /** standard base64 */
+  nativeEvidence: string;
+  measurement: Measurement;
+}
+
+/**
+ * A key broker running in an enclave of this backend (docs/security.md, "Key release"): tenants seal
+ * secrets to its attested encryption key, and it releases one only to an enclave whose native evidence
+ * matches the secret's policy, sealed to that enclave's key. The host carries ciphertext only.
+ */
+export interface KeyBroker {
+  handle: EnclaveHandle;
+  native: NativeEvidence;
+  /** The broker enclave's cid (its handle's), which its native evidence binds. */
+  cid: string;
+  release(
+    sealedSecret: Uint8Array,
+    requester: SecretRequester,
+  ): Promise<{ ok: true; name: string; released: Uint8Array } | { ok: false; reason: string }>;
 }
 
 export class BackendUnavailableError extends Error {

@@ -7,6 +7,7 @@
  *   npm run bench -- --only=stage  any of stage,http,cold; writes bench/out/ only
  *   npm run bench -- --only=batch  batch throughput (issue 6); replaces its own section of docs/benchmarks.md
  *   npm run bench -- --only=seal   the sealing benchmark alone; writes its own section of docs/benchmarks.md
+ *   npm run bench -- --only=optee  OP-TEE stage latency on the emulated board vs the raw agent; its own section
  *   npm run bench -- --report-only regenerates the docs from bench/out/results.json of a full run
  *
  * It exits non-zero, without writing the docs, when any measurement could not be taken.
@@ -25,6 +26,7 @@ import { batchDocs, runBatchBench, type BatchBenchResult } from './batch-bench.t
 import { evidenceDocs, printEvidence, runEvidenceBench, type EvidenceBenchResult } from './evidence-bench.ts';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { printSeal, runSealBench, sealDocs } from './seal-bench.ts';
+import { opteeDocs, printOptee, runOpteeBench } from './optee-bench.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const OUT = join(import.meta.dirname, 'out');
@@ -108,7 +110,31 @@ async function sealBench(quick: boolean, writeDocs: boolean, log: (line: string)
   log(`wrote the sealing section of docs/benchmarks.md`);
 }
 
+/** The OP-TEE benchmark boots the emulated board, so it runs only when asked (`--only=optee`). */
+async function opteeBench(quick: boolean, log: (line: string) => void): Promise<void> {
+  const redis = await startPrivateRedis();
+  try {
+    const result = await runOpteeBench(quick ? 3 : 10, redis.url, join(OUT, 'optee-gateway.log'));
+    printOptee(result, log);
+    writeFileSync(join(OUT, 'optee.json'), `${JSON.stringify(result, null, 2)}\n`);
+    if (quick) return;
+    const machine = machineInfo();
+    const docs = join(ROOT, 'docs', 'benchmarks.md');
+    const when = new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
+    const where = `${machine.nproc}× ${machine.cpuModel}, node ${machine.node}, load average ${machine.loadAverageAtStart.join(' ')} at start`;
+    writeFileSync(docs, opteeDocs(readFileSync(docs, 'utf8'), result, when, where));
+    log('wrote the OP-TEE section of docs/benchmarks.md');
+  } finally {
+    await redis.stop();
+  }
+}
+
 async function main(): Promise<void> {
+  if (process.argv.slice(2).some((a) => a === '--only=optee')) {
+    await mkdir(OUT, { recursive: true });
+    console.log('EBCC OP-TEE benchmark (emulated board)');
+    return opteeBench(process.argv.includes('--quick'), (l) => console.log(l));
+  }
   if (process.argv.slice(2).some((a) => a === '--only=seal')) {
     await mkdir(OUT, { recursive: true });
     console.log('EBCC sealing benchmark');

@@ -311,3 +311,39 @@ export const batchItems = sqliteTable(
     index('batch_items_status').on(t.status, t.source),
   ],
 );
+
+/** Tenants' secrets, sealed to the key broker's attested key (the host never holds them in clear). */
+export const sealedSecrets = sqliteTable(
+  'sealed_secrets',
+  {
+    id: text('id').primaryKey(),
+    tenantId: text('tenant_id').notNull(),
+    functionId: text('function_id').notNull(),
+    name: text('name').notNull(),
+    /** The policy as the envelope shows it in clear: which stage, which measurements. */
+    stage: text('stage').notNull(),
+    policy: text('policy', { mode: 'json' }).notNull(),
+    envelope: blob('envelope', { mode: 'buffer' }).notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex('sealed_secrets_fn_name').on(t.functionId, t.name)],
+);
+
+/** Every release decision of the key broker, with the requester's evidence. */
+export const keyReleases = sqliteTable(
+  'key_releases',
+  {
+    id: text('id').primaryKey(),
+    secretId: text('secret_id').notNull(),
+    cid: text('cid').notNull(),
+    eid: integer('eid', { mode: 'number' }).notNull(),
+    stage: text('stage').notNull(),
+    measurement: text('measurement').notNull(),
+    released: integer('released', { mode: 'boolean' }).notNull(),
+    reason: text('reason').notNull(),
+    /** The requester's native evidence, as the broker appraised it. */
+    nativeEvidence: blob('native_evidence', { mode: 'buffer' }).notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [index('key_releases_secret').on(t.secretId)],
+);

@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import {
@@ -56,6 +57,22 @@ export class SimSecurityMonitor {
 
   trustAnchor(): Record<string, unknown> {
     return exportTrustAnchor(this.load());
+  }
+
+  /**
+   * The sealing key of a measurement on this device (Keystone's `sm_derive_sealing_key`, SGX's EGETKEY
+   * with the MRENCLAVE policy): the same enclave code gets the same key across restarts, other code a
+   * different one. Here it is an HMAC under the SM's private key, which root on the host can read.
+   */
+  sealingKey(measurement: Measurement): Buffer {
+    const sm = this.load().smKey.privateKey.export({ format: 'der', type: 'pkcs8' });
+    return createHmac('sha256', sm)
+      .update(`ebcc-sim-sealing/1\0${measurement.alg}:${measurement.value}`)
+      .digest();
+  }
+
+  devicePublicKey(): Buffer {
+    return this.load().devicePublicKey;
   }
 
   attest(measurement: Measurement, binding: Uint8Array): NativeEvidence {

@@ -10,7 +10,7 @@ import type {
 } from '../types.ts';
 import { enclaveSandbox } from './launch.ts';
 import type { ShimBundle } from './shim/bundle.ts';
-import type { ExecutionContext, ShimToHost } from './shim/protocol.ts';
+import type { ExecutionContext, HostToShim, ShimToHost } from './shim/protocol.ts';
 
 const MAX_FRAME = 80 * 1024 * 1024;
 /** How long a new enclave may take to start its shim and say hello. */
@@ -42,16 +42,27 @@ export class ShimEnclave {
     private readonly image: StageImage,
     private readonly handle: EnclaveHandle,
     shim: ShimBundle,
+    /** A key broker: the shim alone, with the sealing key of its measurement and the device root. */
+    broker?: { sealingKey: Buffer; deviceKey: Buffer },
   ) {
     const persistent = image.mode === 'persistent';
     const sandbox = enclaveSandbox(image, handle, persistent);
     this.proc = spawnSandboxed({
       ...sandbox,
+      ...(broker
+        ? {
+            env: {
+              ...sandbox.env,
+              EBCC_SHIM_SEALING_KEY: broker.sealingKey.toString('hex'),
+              EBCC_SHIM_DEVICE_KEY: broker.deviceKey.toString('hex'),
+            },
+          }
+        : {}),
       argv: [
         '/.ebcc-node',
         '--max-semi-space-size=2',
         '/.ebcc-shim/sim-shim.mjs',
-        image.mode,
+        broker ? 'broker' : image.mode,
         '--',
         ...sandbox.argv,
       ],
@@ -183,6 +194,21 @@ export class ShimEnclave {
     if (exit.reason !== 'exit' && exit.reason !== 'refused' && this.image.mode === 'persistent')
       this.proc.kill();
     return { response, log, exit, evidence, boundMetadata };
+  }
+
+  /** One request to the shim that is not a stage run (key release): its answer frame. */
+  async ask(
+    header: HostToShim,
+    body?: Uint8Array,
+    timeoutMs = 5_000,
+  ): Promise<{ header: ShimToHost; body: Buffer }> {
+    await this.keys;
+    if (this.exit) throw new Error('the enclave has ended');
+    const answer = this.next(timeoutMs);
+    this.proc.stdin.write(encodeFrame(header, body));
+    const got = await answer;
+    if ('reason' in got) throw new Error(`the enclave ended: ${describe(got)}`);
+    return { header: got.header as ShimToHost, body: got.body };
   }
 
   /** Asks the shim for the final checkpoint of the enclave's chain, then ends the enclave. */

@@ -22,8 +22,8 @@ export const bundleEnclaveSchema = z.strictObject({
   eid,
   stage: z.string().min(1),
   backend: z.string().min(1),
-  /** Raw Ed25519 evidence key of the enclave. */
-  publicKey: hexKey,
+  /** Raw Ed25519 evidence key of the enclave; empty for formats whose executions are signed elsewhere. */
+  publicKey: hexKey.or(z.literal('')),
   /** Raw X25519 key, when the enclave has one (it is part of the binding). */
   encryptionKey: hexKey.optional(),
   /** Only `keystone-report` is appraised today (sim and Keystone); other formats are reported unsupported. */

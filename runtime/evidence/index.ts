@@ -8,4 +8,5 @@ export * from './cose.ts';
 export * from './eat.ts';
 export * from './bundle.ts';
 export * from './verify.ts';
+export * from './formats.ts';
 export * from './sample.ts';

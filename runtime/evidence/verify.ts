@@ -1,5 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import { enclaveBinding, genesisDigest } from './binding.ts';
+import { evidenceFormatVerifier } from './formats.ts';
 import { parseEvidenceBundle, type BundleEnclave, type EvidenceBundle } from './bundle.ts';
 import { verifyCoseSign1 } from './cose.ts';
 import { decodeEvidence, evidenceDigest, type DecodedEvidence, type EvidenceKind } from './eat.ts';
@@ -63,6 +64,8 @@ export interface VerifyBundleOptions {
    * for a real device key, or `parseTrustAnchor(file)`.
    */
   trustAnchors: (TrustAnchor | Uint8Array)[];
+  /** Trust anchors of registered evidence formats (see formats.ts), as parsed JSON. */
+  foreignAnchors?: unknown[];
   /** Accepted measurements; when given, every stage must match one of its entries. */
   referenceValues?: ReferenceValue[];
   /** The nonce the verifier expects in every execution's eat_nonce. */
@@ -422,6 +425,11 @@ export function verifyBundle(input: unknown, options: VerifyBundleOptions): EarR
     closeBundle();
     return finish();
   }
+
+  // Bundles whose enclaves all use a registered evidence format are appraised by its verifier.
+  const formats = new Set(bundle.enclaves.map((e) => e.nativeFormat));
+  const foreign = formats.size === 1 ? evidenceFormatVerifier([...formats][0]!) : undefined;
+  if (foreign) return foreign.verify(bundle, options);
 
   const anchors = normaliseAnchors(options.trustAnchors);
   const contexts = new Map<number, EnclaveContext>();

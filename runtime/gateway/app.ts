@@ -10,6 +10,7 @@ import { invocationRoutes } from './routes/invocations.ts';
 import { invokeRoutes } from './routes/invoke.ts';
 import { tenantRoutes } from './routes/tenants.ts';
 import { stageKeyRoutes } from './routes/stage-keys.ts';
+import { keyReleaseRoutes } from './routes/key-release.ts';
 import { tokenRoutes } from './routes/tokens.ts';
 
 /** The gateway: one Hono app composed from route modules. */
@@ -36,6 +37,7 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
   app.route('/v1/functions', batchSubmitRoutes(deps));
   app.route('/v1/batches', batchRoutes(deps));
   app.route('/v1/functions', stageKeyRoutes(deps));
+  app.route('/v1', keyReleaseRoutes(deps));
   app.route('/v1/tokens', tokenRoutes(deps));
   app.route('/v1/tenants', tenantRoutes(deps));
   app.route('/v1/instances', instanceRoutes(deps));

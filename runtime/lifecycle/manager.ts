@@ -18,6 +18,7 @@ import { newId } from '../ids.ts';
 import type { Logger } from '../log.ts';
 import { conflict, notFound, Problem } from '../problem.ts';
 import { loadVersion } from '../registry/versions.ts';
+import { KeyReleaseService } from '../keyrelease/service.ts';
 import { SEALABLE_ARTIFACTS } from '../artifacts/sealing.ts';
 import type { DataKeyring } from '../keys/data-keys.ts';
 import { InstanceStages, StageError, type StageBinding } from '../stages/dispatcher.ts';
@@ -107,12 +108,15 @@ export class CompositeManager {
         ];
       }),
     );
+    const keyRelease = new KeyReleaseService(db);
     const stages = new InstanceStages(
       cid,
       { function: fn.name, versionDigest: loaded.row.versionDigest },
       bindings,
       this.deps.eids,
       this.deps.committer,
+      undefined,
+      (enclave) => keyRelease.releaseTo(fn.id, enclave),
     );
     const instance = new LiveInstance(
       cid,

@@ -125,6 +125,8 @@ export class InstanceStages {
     private readonly eids: EidAllocator,
     private readonly committer: GroupCommitter,
     private readonly adapterFor: (backend: string) => TeeAdapter = getAdapter,
+    /** Called once an enclave is attested, before it serves anything (key release hands it its secrets). */
+    private readonly onAttested?: (enclave: EnclaveKey) => Promise<unknown>,
   ) {}
 
   /** Creates the enclaves of persistent stages; called when the instance is created. */
@@ -151,6 +153,11 @@ export class InstanceStages {
       throw error;
     }
     const enclave: Enclave = { handle, seq: 0, alive: true };
+    if (handle.native) {
+      // The backend attested the enclave itself at create (its executions are signed by another key).
+      enclave.native = handle.native;
+      enclave.nativeDigest = sha256(handle.native.bytes);
+    }
     if (handle.publicKey) {
       // The enclave made its key inside itself; its native evidence binds that key, and which enclave
       // it is, to its measurement. Every execution it signs then refers to this by digest.
@@ -168,6 +175,8 @@ export class InstanceStages {
         throw error;
       }
       enclave.nativeDigest = sha256(enclave.native.bytes);
+      // A refusal is logged by the key release itself; the enclave serves without the secret.
+      await this.onAttested?.({ cid: this.cid, handle, native: enclave.native }).catch(() => undefined);
     }
     if (record) await this.committer.submit(enclaveRecord(enclave));
     return enclave;

@@ -8,6 +8,7 @@ import { tempDir, upload, type TestGateway } from './env.ts';
 export interface StageSpec {
   name: string;
   mode?: 'oneshot' | 'persistent';
+  backend?: string;
   image: Record<string, unknown>;
   limits?: Record<string, number>;
   requestSchema?: Record<string, unknown>;

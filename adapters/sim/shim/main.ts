@@ -14,7 +14,8 @@ import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { signCheckpoint, signExecution, genesisDigest } from '../../../runtime/evidence/eat.ts';
 import { canonicalJson } from '../../../runtime/util/canonical-json.ts';
 import { encodeFrame, FrameReader } from '../../../runtime/anchor/guest/wire.mjs';
-import { generateX25519 } from '../../../runtime/seal/hpke.ts';
+import { deriveX25519, generateX25519 } from '../../../runtime/seal/hpke.ts';
+import { openReleased, release } from '../../../runtime/keyrelease/release.ts';
 import {
   openRequest,
   parseSealedRequest,
@@ -34,20 +35,33 @@ const MAX_FRAME = 80 * 1024 * 1024;
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest();
 
 const separator = process.argv.indexOf('--');
-const mode = process.argv[2] === 'persistent' ? 'persistent' : 'oneshot';
+const mode =
+  process.argv[2] === 'persistent' ? 'persistent' : process.argv[2] === 'broker' ? 'broker' : 'oneshot';
 const stageArgv = process.argv.slice(separator + 1);
 const stageEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('EBCC_SHIM_')));
 
 const { privateKey, publicKey } = generateKeyPairSync('ed25519');
 const rawPublicKey = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
-const encryptionKey = generateX25519();
+// A key broker's key must survive restarts (tenants' secrets are sealed to it): it is derived from the
+// sealing key the security monitor gives this measurement (Keystone: sm_derive_sealing_key; SGX:
+// EGETKEY). Any other enclave's key is fresh.
+const sealingKey = process.env.EBCC_SHIM_SEALING_KEY;
+const deviceKey = process.env.EBCC_SHIM_DEVICE_KEY;
+const encryptionKey =
+  mode === 'broker' && sealingKey ? deriveX25519(Buffer.from(sealingKey, 'hex')) : generateX25519();
+/** Secrets released to this enclave, opened inside it. */
+const secrets = new Map<string, Buffer>();
 let seq = 0;
 let prev: Buffer | undefined;
 
 const send = (header: ShimToHost, body?: Uint8Array) => process.stdout.write(encodeFrame(header, body));
 
 function spawnStage(): ChildProcessWithoutNullStreams {
-  const child = spawn(stageArgv[0]!, stageArgv.slice(1), { stdio: 'pipe', env: stageEnv });
+  // Secrets released to this enclave before the stage starts reach it as EBCC_SECRET_<NAME> (base64url).
+  const env = { ...stageEnv };
+  for (const [name, secret] of secrets)
+    env[`EBCC_SECRET_${name.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`] = secret.toString('base64url');
+  const child = spawn(stageArgv[0]!, stageArgv.slice(1), { stdio: 'pipe', env });
   child.stdin.on('error', () => undefined);
   return child;
 }
@@ -181,6 +195,30 @@ class PersistentStage {
 
 const persistent = mode === 'persistent' ? new PersistentStage() : undefined;
 
+function handleKeyRelease(header: HostToShim, body: Buffer): boolean {
+  if (header.t === 'release') {
+    if (mode !== 'broker' || !deviceKey) {
+      send({ t: 'released', ok: false, reason: 'this enclave is not a key broker' });
+      return true;
+    }
+    const outcome = release(body, header.requester, encryptionKey, Buffer.from(deviceKey, 'hex'));
+    if (outcome.ok) send({ t: 'released', ok: true, name: outcome.name }, outcome.released);
+    else send({ t: 'released', ok: false, reason: outcome.reason });
+    return true;
+  }
+  if (header.t === 'secret') {
+    try {
+      const { name, secret } = openReleased(body, header, encryptionKey);
+      secrets.set(name, secret);
+      send({ t: 'secret-opened', name });
+    } catch (error) {
+      send({ t: 'secret-refused', reason: (error as Error).message });
+    }
+    return true;
+  }
+  return false;
+}
+
 function boundMetadata(
   context: ExecutionContext,
   request: Buffer,
@@ -233,6 +271,8 @@ function identity(context: ExecutionContext) {
 }
 
 async function handle(header: HostToShim, body: Buffer, key: KeyObject): Promise<void> {
+  if (handleKeyRelease(header, body)) return;
+  if (header.t === 'release' || header.t === 'secret') return;
   prev ??= genesisDigest(header.context.eid, rawPublicKey);
   if (header.t === 'checkpoint') {
     seq += 1;

@@ -1,3 +1,5 @@
+import type { Requester } from '../../../runtime/keyrelease/release.ts';
+
 /**
  * What the sim security monitor (host side of the adapter) and the in-enclave shim say to each other.
  * Frames use the anchor wire format: [u32 length][u32 header length][header JSON][body].
@@ -21,7 +23,11 @@ export interface ExecutionContext {
 
 export type HostToShim =
   | { t: 'run'; context: ExecutionContext; maxResponseBytes: number }
-  | { t: 'checkpoint'; context: ExecutionContext };
+  | { t: 'checkpoint'; context: ExecutionContext }
+  /** Key broker only. Body: the tenant's sealed secret; the requester is the enclave that wants it. */
+  | { t: 'release'; requester: Requester }
+  /** Body: a secret the broker released to this enclave's encryption key. */
+  | { t: 'secret'; cid: string; eid: number; stage: string };
 
 export interface ShimExit {
   code: number | null;
@@ -42,4 +48,9 @@ export type ShimToHost =
   | { t: 'checkpoint'; seq: number }
   /** The stage had ended before this request arrived: nothing ran, nothing was signed. */
   | { t: 'unavailable'; exit: ShimExit }
-  | { t: 'fatal'; message: string };
+  | { t: 'fatal'; message: string }
+  /** Body (when ok): the released secret, sealed to the requester's key. */
+  | { t: 'released'; ok: true; name: string }
+  | { t: 'released'; ok: false; reason: string }
+  | { t: 'secret-opened'; name: string }
+  | { t: 'secret-refused'; reason: string };

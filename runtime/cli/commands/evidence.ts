@@ -54,6 +54,37 @@ export async function loadTrustAnchors(files: string[] | undefined) {
   );
 }
 
+/**
+ * Trust anchors for `ebcc verify`: the built-in kinds, plus anchors of evidence formats that backends
+ * register (adapters/index.ts), passed on as they are. A file may hold one anchor or the list
+ * `ebcc trust export` writes when several backends have one.
+ */
+export async function loadVerifyAnchors(files: string[] | undefined) {
+  const { parseTrustAnchor, isForeignTrustAnchor } = await import('../../evidence/index.ts');
+  await import('../../../adapters/index.ts');
+  if (!files?.length) return { anchors: await loadTrustAnchors(files), foreignAnchors: [] };
+  const anchors = [];
+  const foreignAnchors: unknown[] = [];
+  for (const file of files) {
+    const json = await readJson(file, 'trust anchor');
+    const list = Array.isArray(json)
+      ? json.map((item: unknown) => (item as { anchor?: unknown } | null)?.anchor ?? item)
+      : [json];
+    for (const anchor of list) {
+      if (isForeignTrustAnchor(anchor)) {
+        foreignAnchors.push(anchor);
+        continue;
+      }
+      try {
+        anchors.push(parseTrustAnchor(anchor));
+      } catch (error) {
+        throw new CliError(`${file}: ${(error as Error).message}`, EXIT.usage);
+      }
+    }
+  }
+  return { anchors, foreignAnchors };
+}
+
 /** Prints a key appraisal; sets a failing exit code unless the key is trusted. */
 export function reportKeyVerdict(
   verdict: {
@@ -124,7 +155,7 @@ export function registerEvidenceCommands(program: Command, configFrom: () => Con
         },
       ) => {
         const { verifyBundle, failedChecks } = await import('../../evidence/index.ts');
-        const anchors = await loadTrustAnchors(opts.trustAnchor);
+        const { anchors, foreignAnchors } = await loadVerifyAnchors(opts.trustAnchor);
         let referenceValues;
         if (opts.referenceValues) {
           const parsed = referenceValuesSchema.safeParse(
@@ -152,6 +183,7 @@ export function registerEvidenceCommands(program: Command, configFrom: () => Con
         }
         const result = verifyBundle(bundle, {
           trustAnchors: anchors,
+          foreignAnchors,
           referenceValues,
           nonce: opts.nonce ? Buffer.from(opts.nonce, 'hex') : undefined,
           allowSim: Boolean(opts.allowSim),

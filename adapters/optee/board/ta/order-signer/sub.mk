@@ -1,0 +1,3 @@
+global-incdirs-y += . ../common
+srcs-y += order_signer_ta.c
+srcs-y += ../common/ebcc_ta.c
