@@ -6,7 +6,9 @@
  *   npm run bench -- --quick       fewer rounds, for a smoke test; writes bench/out/ only
  *   npm run bench -- --only=stage  any of stage,http,cold; writes bench/out/ only
  *   npm run bench -- --only=batch  batch throughput (issue 6); replaces its own section of docs/benchmarks.md
+ *   npm run bench -- --only=pool   the warm pool (issue 6): warm vs cold, warm-hit ratio; replaces its own section
  *   npm run bench -- --only=seal   the sealing benchmark alone; writes its own section of docs/benchmarks.md
+ *   npm run bench -- --only=optee  OP-TEE stage latency on the emulated board vs the raw agent; its own section
  *   npm run bench -- --report-only regenerates the docs from bench/out/results.json of a full run
  *
  * It exits non-zero, without writing the docs, when any measurement could not be taken.
@@ -25,12 +27,14 @@ import { batchDocs, runBatchBench, type BatchBenchResult } from './batch-bench.t
 import { evidenceDocs, printEvidence, runEvidenceBench, type EvidenceBenchResult } from './evidence-bench.ts';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { printSeal, runSealBench, sealDocs } from './seal-bench.ts';
+import { poolDocs, printPool, runPoolBench, type PoolBenchResult } from './pool-bench.ts';
+import { opteeDocs, printOptee, runOpteeBench } from './optee-bench.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const OUT = join(import.meta.dirname, 'out');
 const ALL = ['stage', 'http', 'cold'] as const;
 /** Benchmarks with a separately generated section of docs/benchmarks.md, also run by a full run. */
-const SEPARATE = ['batch'] as const;
+const SEPARATE = ['batch', 'pool'] as const;
 type Bench = (typeof ALL)[number] | (typeof SEPARATE)[number];
 
 function parseArgs(argv: string[]): { quick: boolean; only: Bench[]; reportOnly: boolean } {
@@ -46,7 +50,9 @@ function parseArgs(argv: string[]): { quick: boolean; only: Bench[]; reportOnly:
         if (![...ALL, ...SEPARATE].includes(n as Bench)) throw new Error(`unknown benchmark "${n}"`);
       only = names as Bench[];
     } else if (arg === '--help' || arg === '-h') {
-      console.log('usage: npm run bench [-- --quick] [-- --only=stage,http,cold,batch] [-- --report-only]');
+      console.log(
+        'usage: npm run bench [-- --quick] [-- --only=stage,http,cold,batch,pool] [-- --report-only]',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument "${arg}" (try --help)`);
   }
@@ -72,6 +78,11 @@ async function reportOnly(): Promise<void> {
   const batchFile = join(OUT, 'batch.json');
   if (existsSync(batchFile))
     writeFileSync(docs, batchDocs(readFileSync(docs, 'utf8'), JSON.parse(readFileSync(batchFile, 'utf8'))));
+  const poolFile = join(OUT, 'pool.json');
+  if (existsSync(poolFile)) {
+    const saved = JSON.parse(readFileSync(poolFile, 'utf8')) as { date: string; result: PoolBenchResult };
+    writeFileSync(docs, poolDocs(readFileSync(docs, 'utf8'), saved.result, saved.date));
+  }
   console.log(`\nwrote ${written.join(', ')} from the samples measured ${run.machine.date}`);
 }
 
@@ -86,11 +97,13 @@ const PLAN = {
       attributionRounds: 300,
     },
     cold: { rounds: 16, settleMs: 50 },
+    pool: { clients: 2, requestsPerClient: 1000, coldRounds: 12 },
   },
   quick: {
     stage: { persistentRounds: 150, oneshotRounds: 5 },
     http: { rounds: 100, warmupRounds: 10, profileRequests: 50, componentRounds: 50, attributionRounds: 50 },
     cold: { rounds: 3, settleMs: 50 },
+    pool: { clients: 2, requestsPerClient: 100, coldRounds: 3 },
   },
 };
 
@@ -108,7 +121,35 @@ async function sealBench(quick: boolean, writeDocs: boolean, log: (line: string)
   log(`wrote the sealing section of docs/benchmarks.md`);
 }
 
+function poolDate(): string {
+  return (JSON.parse(readFileSync(join(OUT, 'pool.json'), 'utf8')) as { date: string }).date;
+}
+
+/** The OP-TEE benchmark boots the emulated board, so it runs only when asked (`--only=optee`). */
+async function opteeBench(quick: boolean, log: (line: string) => void): Promise<void> {
+  const redis = await startPrivateRedis();
+  try {
+    const result = await runOpteeBench(quick ? 3 : 10, redis.url, join(OUT, 'optee-gateway.log'));
+    printOptee(result, log);
+    writeFileSync(join(OUT, 'optee.json'), `${JSON.stringify(result, null, 2)}\n`);
+    if (quick) return;
+    const machine = machineInfo();
+    const docs = join(ROOT, 'docs', 'benchmarks.md');
+    const when = new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
+    const where = `${machine.nproc}× ${machine.cpuModel}, node ${machine.node}, load average ${machine.loadAverageAtStart.join(' ')} at start`;
+    writeFileSync(docs, opteeDocs(readFileSync(docs, 'utf8'), result, when, where));
+    log('wrote the OP-TEE section of docs/benchmarks.md');
+  } finally {
+    await redis.stop();
+  }
+}
+
 async function main(): Promise<void> {
+  if (process.argv.slice(2).some((a) => a === '--only=optee')) {
+    await mkdir(OUT, { recursive: true });
+    console.log('EBCC OP-TEE benchmark (emulated board)');
+    return opteeBench(process.argv.includes('--quick'), (l) => console.log(l));
+  }
   if (process.argv.slice(2).some((a) => a === '--only=seal')) {
     await mkdir(OUT, { recursive: true });
     console.log('EBCC sealing benchmark');
@@ -145,6 +186,7 @@ async function main(): Promise<void> {
   let http: HttpBenchResult | undefined;
   let cold: ColdBenchResult | undefined;
   let batch: BatchBenchResult | undefined;
+  let pool: PoolBenchResult | undefined;
   const timed = async <T>(label: string, run: () => Promise<T>): Promise<T> => {
     const t0 = performance.now();
     const result = await run();
@@ -178,6 +220,13 @@ async function main(): Promise<void> {
       );
       writeFileSync(join(OUT, 'batch.json'), `${JSON.stringify(batch, null, 2)}\n`);
     }
+    if (only.includes('pool')) {
+      log('\nwarm pool: warm vs cold, warm-hit ratio under steady load');
+      pool = await timed('pool', () => runPoolBench({ ...plan.pool, redisUrl, outDir: OUT, log }));
+      printPool(pool, log);
+      const date = new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
+      writeFileSync(join(OUT, 'pool.json'), `${JSON.stringify({ date, result: pool }, null, 2)}\n`);
+    }
   } finally {
     await redis?.dispose();
   }
@@ -201,13 +250,17 @@ async function main(): Promise<void> {
     const docs = join(ROOT, 'docs', 'benchmarks.md');
     writeFileSync(docs, evidenceDocs(readFileSync(docs, 'utf8'), evidence));
     if (batch) writeFileSync(docs, batchDocs(readFileSync(docs, 'utf8'), batch));
+    if (pool) writeFileSync(docs, poolDocs(readFileSync(docs, 'utf8'), pool, poolDate()));
     log(`\nwrote ${written.join(', ')}`);
     log('\n[5/5] sealing: HPKE requests and responses');
     await sealBench(false, true, log);
-  } else if (!quick && batch) {
+  } else if (!quick && (batch || pool)) {
     const docs = join(ROOT, 'docs', 'benchmarks.md');
-    writeFileSync(docs, batchDocs(readFileSync(docs, 'utf8'), batch));
-    log('\nreplaced the batch section of docs/benchmarks.md');
+    if (batch) writeFileSync(docs, batchDocs(readFileSync(docs, 'utf8'), batch));
+    if (pool) writeFileSync(docs, poolDocs(readFileSync(docs, 'utf8'), pool, poolDate()));
+    log(
+      `\nreplaced the ${[batch && 'batch', pool && 'pool'].filter(Boolean).join(' and ')} section(s) of docs/benchmarks.md`,
+    );
   } else {
     log('\n(docs/benchmarks.md is regenerated only by a full run of all three benchmarks)');
   }

@@ -20,15 +20,12 @@ export async function runUnderSupervisor(): Promise<number | null> {
     );
     return null;
   }
-  const child = spawn(
-    tini,
-    ['-s', '-g', '--', process.execPath, ...process.execArgv, ...process.argv.slice(1)],
-    {
-      stdio: 'inherit',
-      env: { ...process.env, EBCC_SUPERVISED: '1' },
-    },
-  );
-  // tini forwards these to the whole process group of the gateway (-g).
+  const child = spawn(tini, ['-s', '--', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, EBCC_SUPERVISED: '1' },
+  });
+  // tini forwards these to the gateway alone (no -g): a graceful stop lets in-flight invocations end
+  // before the gateway stops its sandboxes itself, which a signal to the whole group would cut short.
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => child.kill(signal));
   return new Promise((resolve) =>
     child.once('exit', (code, signal) => resolve(code ?? (signal === 'SIGKILL' ? 137 : 1))),

@@ -274,7 +274,7 @@ export class BatchWorkers {
           },
         );
       } finally {
-        lease.release();
+        await lease.release();
       }
     } catch (error) {
       if (outcome) throw error; // the invocation was recorded; its commit failed: let BullMQ retry

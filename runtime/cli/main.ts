@@ -4,6 +4,7 @@ import { registerBatchCommands } from './commands/batch.ts';
 import { registerEvidenceCommands } from './commands/evidence.ts';
 import { registerFunctionCommands } from './commands/functions.ts';
 import { registerInstanceCommands } from './commands/instances.ts';
+import { registerWorkerCommand } from './commands/worker.ts';
 import { registerTenantCommands } from './commands/tenants.ts';
 import { CliError, EXIT } from './errors.ts';
 
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerTenantCommands(program);
   registerBatchCommands(program);
   registerEvidenceCommands(program, () => configFrom(program));
+  registerWorkerCommand(program);
   program.commands.forEach(function exitOverrideAll(cmd: Command) {
     cmd.exitOverride();
     cmd.commands.forEach(exitOverrideAll);

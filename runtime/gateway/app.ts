@@ -8,6 +8,7 @@ import { healthRoutes } from './routes/health.ts';
 import { instanceRoutes } from './routes/instances.ts';
 import { invocationRoutes } from './routes/invocations.ts';
 import { invokeRoutes } from './routes/invoke.ts';
+import { metricsRoutes } from './routes/metrics.ts';
 import { tenantRoutes } from './routes/tenants.ts';
 import { stageKeyRoutes } from './routes/stage-keys.ts';
 import { keyReleaseRoutes } from './routes/key-release.ts';
@@ -33,6 +34,7 @@ export function createApp(deps: GatewayDeps): Hono<AppEnv> {
     );
   });
   app.route('/', healthRoutes(deps));
+  app.route('/', metricsRoutes(deps));
   app.route('/v1/functions', functionRoutes(deps));
   app.route('/v1/functions', batchSubmitRoutes(deps));
   app.route('/v1/batches', batchRoutes(deps));

@@ -8,6 +8,7 @@ import type { CompositeManager } from '../lifecycle/manager.ts';
 import type { DataKeyring } from '../keys/data-keys.ts';
 import type { Logger } from '../log.ts';
 import type { LocalPool } from '../pool/local-pool.ts';
+import type { NodeRuntime } from '../node.ts';
 
 export interface GatewayDeps {
   database: Database;
@@ -20,6 +21,8 @@ export interface GatewayDeps {
   pool: LocalPool;
   keyring: DataKeyring;
   batches: BatchProducer;
+  /** The host-local runtime the above come from (pool upkeep, metrics, announcements to other nodes). */
+  node: NodeRuntime;
 }
 
 export interface AppEnv {

@@ -3,30 +3,20 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
-import { Redis } from 'ioredis';
-import { hostname } from 'node:os';
-import { configureAdapters } from '../../adapters/index.ts';
-import { migrateDatabase, openDatabase } from '../../db/client.ts';
-import { ProcessAnchorExecutor } from '../anchor/process-executor.ts';
-import { GroupCommitter } from '../artifacts/group-commit.ts';
 import { BatchProducer } from '../batch/producer.ts';
 import { startBatchWorkers } from '../batch/worker.ts';
-import { CompositeManager } from '../lifecycle/manager.ts';
-import { LocalPool } from '../pool/local-pool.ts';
-import { EidAllocator } from '../stages/eid-allocator.ts';
 import type { Config } from '../config.ts';
 import { createLogger, type Logger } from '../log.ts';
-import { prepareHome } from '../home.ts';
+import { startNode } from '../node.ts';
 import { createApp } from './app.ts';
-import { DataKeyring } from '../keys/data-keys.ts';
-import { openKekProvider } from '../keys/provider.ts';
 import { RetentionService } from '../retention/job.ts';
 import { limitConnections, serverCreationOptions } from './connection-limits.ts';
 
 export interface RunningGateway {
   url: string;
   port: number;
-  close(): Promise<void>;
+  /** Graceful stop; in-flight invocations get until `deadline` (epoch ms, default 5 s from now). */
+  close(deadline?: number): Promise<void>;
 }
 
 /** Opens the database (migrating it), connects Redis, and serves the gateway over HTTP or HTTPS. */
@@ -34,38 +24,8 @@ export async function startGateway(
   config: Config,
   logger: Logger = createLogger(config.logLevel),
 ): Promise<RunningGateway> {
-  prepareHome(config.home, config.dbUrl);
-  configureAdapters({ dataDir: config.home });
-  const database = await openDatabase(config.dbUrl, config.dbAuthToken);
-  await migrateDatabase(database);
-  prepareHome(config.home, config.dbUrl);
-  // Readiness reports Redis; a gateway must still come up and serve deploys while Redis is down.
-  const redis = new Redis(config.redisUrl, {
-    lazyConnect: true,
-    maxRetriesPerRequest: 1,
-    enableOfflineQueue: false,
-  });
-  redis.on('error', (error) => logger.debug({ err: error }, 'redis'));
-  redis
-    .connect()
-    .catch((error: Error) =>
-      logger.warn({ redis: config.redisUrl, err: error.message }, 'redis unavailable at start'),
-    );
-  const keyring = new DataKeyring(database, openKekProvider(config));
-  const committer = new GroupCommitter(database.db);
-  const hostId = process.env.EBCC_NODE_ID ?? hostname();
-  const manager = new CompositeManager({
-    db: database.db,
-    committer,
-    eids: new EidAllocator(database.db, `${hostId}:${process.pid}`),
-    executor: new ProcessAnchorExecutor(),
-    home: config.home,
-    hostId,
-    logger,
-    keyring,
-  });
-  await manager.reconcile();
-  const pool = new LocalPool(manager);
+  const node = await startNode(config, logger);
+  const { database, redis, committer, manager, pool, keyring } = node;
   const retention = new RetentionService({
     db: database.db,
     redisUrl: config.redisUrl,
@@ -98,6 +58,7 @@ export async function startGateway(
     pool,
     keyring,
     batches,
+    node,
   });
   const tls = config.tls
     ? { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert) }
@@ -126,22 +87,21 @@ export async function startGateway(
   return {
     url,
     port,
-    close: async () => {
+    // Graceful: no new connections, in-flight invocations get until the deadline, then the node closes.
+    close: async (deadline = Date.now() + 5_000) => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      // close() waits for every connection to end; idle keep-alive ones are ended now, busy ones soon.
+      // close() waits for every connection to end; idle keep-alive ones are ended now, busy ones once
+      // their invocation had until the deadline.
       const http = server as Server;
       http.closeIdleConnections();
-      const cutoff = setTimeout(() => http.closeAllConnections(), 5_000);
+      const cutoff = setTimeout(() => http.closeAllConnections(), Math.max(0, deadline - Date.now()) + 1_000);
       void closed.then(() => clearTimeout(cutoff));
       await workers?.close();
       await batches.close();
-      pool.close();
-      await manager.shutdown();
-      await closed;
-      await committer.close();
       await retention.close();
-      redis.disconnect();
-      database.close();
+      await node.close(deadline);
+      http.closeIdleConnections();
+      await closed;
     },
   };
 }

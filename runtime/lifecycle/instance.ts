@@ -14,6 +14,10 @@ export class LiveInstance {
   anchor: AnchorInstance | undefined;
   inflight = 0;
   lastUsedAt = Date.now();
+  /** Set when its pool stops handing it out (an old version, a function going away): it is deleted once idle. */
+  draining = false;
+  /** The largest lease fencing token this instance has served under; a smaller one is stale and refused. */
+  fence = 0;
   private markStopped!: (record: StopRecord) => void;
   /** Resolves once the instance has stopped, with its exit status. */
   readonly stopped: Promise<StopRecord>;

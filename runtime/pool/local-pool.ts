@@ -1,12 +1,19 @@
 import type { CompositeManager } from '../lifecycle/manager.ts';
 import type { LiveInstance } from '../lifecycle/instance.ts';
+import type { Logger } from '../log.ts';
 import { Problem } from '../problem.ts';
+import { RedisUnavailableError, redisUnavailableProblem } from '../queues/redis.ts';
+import type { Lease as RedisLease, LeaseStore } from './leases.ts';
+import type { ChurnReason, PoolMetrics } from './metrics.ts';
 
 export interface Lease {
   instance: LiveInstance;
   start: 'cold' | 'warm';
   acquireMs: number;
-  release(): void;
+  /** The lease's fencing token (0 for a concurrent function, which takes no exclusive lease). */
+  token: number;
+  /** Gives the instance back: its Redis lease first, then the local claim. Never throws. */
+  release(): Promise<void>;
 }
 
 interface Waiter {
@@ -21,24 +28,60 @@ export interface PoolPolicy {
   concurrent: boolean;
 }
 
+export interface PoolOptions {
+  /** How long a caller waits for a busy pool at its maximum before 429. */
+  maxWaitMs?: number;
+  /** Redis leases; without them (unit use) the local claim alone guards an instance. */
+  leases?: LeaseStore;
+  metrics?: PoolMetrics;
+  logger?: Logger;
+  /** Called when the pool needs upkeep soon (an instance died, a drained one emptied). */
+  onUpkeepNeeded?: (reason: string) => void;
+}
+
+/** A function this node has served: its pool is kept (minWarm) by upkeep from then on. */
+export interface ServedFunction {
+  tenantId: string;
+  functionId: string;
+  functionName: string;
+}
+
 /**
  * The node-local router: it hands each invocation a running instance of the function version, warm
  * when one is idle, cold-started when none is and the maximum allows, and otherwise queues the caller
- * for a bounded time before answering 429. Instances it started are deleted after their idle timeout.
+ * for a bounded time before answering 429. An instance of a non-concurrent function is held under a
+ * Redis lease (a lock with a fencing token) for the whole invocation, besides the local claim.
+ * Keeping the pool (minimum warm, idle reaping, replacing dead instances, draining old versions) is
+ * pool upkeep's job (upkeep.ts), which runs as BullMQ jobs off the invocation path.
  */
 export class LocalPool {
   private readonly waiters = new Map<string, Waiter[]>();
   private readonly starting = new Map<string, number>();
-  private readonly reaper: NodeJS.Timeout;
-  readonly metrics = { warm: 0, cold: 0, rejected: 0 };
+  private readonly held = new Set<RedisLease>();
+  /** Instances whose Redis lease was found held by someone else, and until when to skip them. */
+  private readonly heldElsewhere = new WeakMap<LiveInstance, number>();
+  /** Why a draining instance is going (counted once, when it is removed). */
+  private readonly drainReason = new WeakMap<LiveInstance, ChurnReason>();
+  private readonly removing = new WeakSet<LiveInstance>();
+  readonly served = new Map<string, ServedFunction>();
+  private closing = false;
+  private readonly maxWaitMs: number;
 
   constructor(
     private readonly manager: CompositeManager,
-    private readonly maxWaitMs = 5_000,
+    private readonly options: PoolOptions = {},
   ) {
-    manager.onStatusChange((instance) => this.wake(instance));
-    this.reaper = setInterval(() => void this.reapIdle(), 1_000);
-    this.reaper.unref();
+    this.maxWaitMs = options.maxWaitMs ?? 5_000;
+    manager.onStatusChange((instance) => {
+      if (instance.status === 'stopped' && instance.managedBy === 'pool') {
+        options.onUpkeepNeeded?.(`instance ${instance.cid} stopped`);
+      }
+      this.wake(instance);
+    });
+  }
+
+  get metrics(): PoolMetrics | undefined {
+    return this.options.metrics;
   }
 
   private running(versionId: string): LiveInstance[] {
@@ -47,14 +90,25 @@ export class LocalPool {
     );
   }
 
-  private unstopped(versionId: string): number {
+  /** Instances of the version that count against its maximum here (all but the stopped ones; an operator's too). */
+  unstopped(versionId: string): number {
     return [...this.manager.live.values()].filter(
       (i) => i.version.row.id === versionId && i.status !== 'stopped',
     ).length;
   }
 
+  startingCount(versionId: string): number {
+    return this.starting.get(versionId) ?? 0;
+  }
+
   private free(instance: LiveInstance, policy: PoolPolicy): boolean {
-    return instance.status === 'running' && (policy.concurrent || instance.inflight === 0);
+    if (instance.status !== 'running' || instance.draining) return false;
+    if ((this.heldElsewhere.get(instance) ?? 0) > Date.now()) return false;
+    return policy.concurrent || instance.inflight === 0;
+  }
+
+  private rejectFor(functionName: string, reason: string): void {
+    this.options.metrics?.rejected.inc({ function: functionName, reason });
   }
 
   async acquire(
@@ -62,64 +116,118 @@ export class LocalPool {
     functionName: string,
     versionId: string,
     policy: PoolPolicy,
+    functionId?: string,
   ): Promise<Lease> {
     const t0 = performance.now();
-    const lease = (instance: LiveInstance, start: 'cold' | 'warm', claimed = false): Lease => {
-      // Claimed synchronously, before any await, so two callers never take one non-concurrent instance.
-      if (!claimed) instance.inflight++;
-      this.metrics[start]++;
+    if (this.closing) throw shuttingDown();
+    const leases = policy.concurrent ? undefined : this.options.leases;
+    if (leases && !leases.available) {
+      this.rejectFor(functionName, 'redis-unavailable');
+      throw redisUnavailableProblem(leases.redisUrl, 'not connected');
+    }
+    if (functionId) this.served.set(functionId, { tenantId, functionId, functionName });
+    for (;;) {
+      const picked = await this.pick(tenantId, functionName, versionId, policy);
+      const { instance, start } = picked;
+      let redisLease: RedisLease | null = null;
+      if (leases) {
+        try {
+          redisLease = await leases.tryAcquire(instance.cid, instance.fence);
+        } catch (error) {
+          this.unclaim(instance);
+          if (error instanceof RedisUnavailableError) {
+            this.rejectFor(functionName, 'redis-unavailable');
+            throw redisUnavailableProblem(error.url, error.message.replace(/^.*?unavailable: /, ''));
+          }
+          throw error;
+        }
+        if (!redisLease || redisLease.token <= instance.fence) {
+          // Held by another holder (a lease not yet expired after a crash or a lost release), or a
+          // stale token: leave this instance alone for a moment and pick again.
+          await redisLease?.release();
+          this.heldElsewhere.set(instance, Date.now() + Math.min(leases.options.ttlMs, 1_000));
+          this.unclaim(instance);
+          if (performance.now() - t0 > this.maxWaitMs) {
+            this.rejectFor(functionName, 'exhausted');
+            throw exhausted(functionName, policy);
+          }
+          continue;
+        }
+        instance.fence = redisLease.token;
+        this.held.add(redisLease);
+      }
+      const acquireMs = performance.now() - t0;
+      const metrics = this.options.metrics;
+      if (metrics) {
+        (start === 'warm' ? metrics.warmHits : metrics.coldStarts).inc({ function: functionName });
+        metrics.leaseWait.observe({ function: functionName, start }, acquireMs / 1000);
+      }
       let released = false;
       return {
         instance,
         start,
-        acquireMs: performance.now() - t0,
-        release: () => {
+        acquireMs,
+        token: redisLease?.token ?? 0,
+        release: async () => {
           if (released) return;
           released = true;
-          instance.inflight--;
-          instance.lastUsedAt = Date.now();
-          this.wake(instance);
+          if (redisLease) {
+            await redisLease.release();
+            this.held.delete(redisLease);
+          }
+          this.unclaim(instance);
         },
       };
-    };
+    }
+  }
+
+  /** Drops the local claim on an instance and hands it on (or lets a draining one go). */
+  private unclaim(instance: LiveInstance): void {
+    instance.inflight--;
+    instance.lastUsedAt = Date.now();
+    if (instance.draining && instance.inflight === 0) {
+      void this.remove(instance, this.drainReason.get(instance) ?? 'drained');
+      return;
+    }
+    this.wake(instance);
+  }
+
+  /** Claims (locally) an idle instance, a new one, or the next one freed, within the wait limit. */
+  private async pick(
+    tenantId: string,
+    functionName: string,
+    versionId: string,
+    policy: PoolPolicy,
+  ): Promise<{ instance: LiveInstance; start: 'cold' | 'warm' }> {
     const idle = this.running(versionId).find((i) => this.free(i, policy));
-    if (idle) return lease(idle, 'warm');
+    if (idle) {
+      // Claimed synchronously, before any await, so two callers never take one non-concurrent instance.
+      idle.inflight++;
+      return { instance: idle, start: 'warm' };
+    }
     const booting = this.starting.get(versionId) ?? 0;
     if (this.unstopped(versionId) + booting < policy.maxInstances) {
       this.starting.set(versionId, booting + 1);
       try {
-        return lease(await this.coldStart(tenantId, functionName, versionId), 'cold', true);
+        return { instance: await this.coldStart(tenantId, functionName, versionId), start: 'cold' };
       } finally {
         this.starting.set(versionId, (this.starting.get(versionId) ?? 1) - 1);
       }
     }
-    const handoff = await new Promise<{ instance: LiveInstance; start: 'cold' | 'warm' }>(
-      (resolve, reject) => {
-        const list = this.waiters.get(versionId) ?? [];
-        const waiter: Waiter = {
-          resolve,
-          reject,
-          timer: setTimeout(() => {
-            list.splice(list.indexOf(waiter), 1);
-            this.metrics.rejected++;
-            reject(
-              new Problem(
-                429,
-                'pool-exhausted',
-                'Too many requests',
-                `all ${policy.maxInstances} instance(s) of "${functionName}" are busy`,
-                {
-                  retryAfter: 1,
-                },
-              ),
-            );
-          }, this.maxWaitMs),
-        };
-        list.push(waiter);
-        this.waiters.set(versionId, list);
-      },
-    );
-    return lease(handoff.instance, handoff.start, true);
+    return new Promise<{ instance: LiveInstance; start: 'cold' | 'warm' }>((resolve, reject) => {
+      const list = this.waiters.get(versionId) ?? [];
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          list.splice(list.indexOf(waiter), 1);
+          this.rejectFor(functionName, 'exhausted');
+          reject(exhausted(functionName, policy));
+        }, this.maxWaitMs),
+      };
+      list.push(waiter);
+      this.waiters.set(versionId, list);
+    });
   }
 
   /**
@@ -128,6 +236,7 @@ export class LocalPool {
    */
   private async coldStart(tenantId: string, functionName: string, versionId: string): Promise<LiveInstance> {
     const created = await this.manager.create({ tenantId, functionName, versionId, managedBy: 'pool' });
+    this.options.metrics?.created.inc({ function: functionName, cause: 'invocation' });
     created.inflight++;
     try {
       await this.manager.start(created.cid, tenantId);
@@ -136,6 +245,72 @@ export class LocalPool {
       throw error;
     }
     return created;
+  }
+
+  /**
+   * Pool upkeep: creates and starts one idle instance of the version (unless the maximum is reached),
+   * and hands it to a waiter if one is queued.
+   */
+  async warmUp(
+    tenantId: string,
+    functionName: string,
+    versionId: string,
+    maxInstances: number,
+  ): Promise<boolean> {
+    if (this.closing) return false;
+    const booting = this.starting.get(versionId) ?? 0;
+    if (this.unstopped(versionId) + booting >= maxInstances) return false;
+    this.starting.set(versionId, booting + 1);
+    try {
+      const created = await this.manager.create({ tenantId, functionName, versionId, managedBy: 'pool' });
+      this.options.metrics?.created.inc({ function: functionName, cause: 'upkeep' });
+      if (this.closing) {
+        // The node began shutting down meanwhile: this instance is not kept.
+        await this.remove(created, 'shutdown');
+        return false;
+      }
+      await this.manager.start(created.cid, tenantId);
+      return true;
+    } finally {
+      this.starting.set(versionId, (this.starting.get(versionId) ?? 1) - 1);
+    }
+  }
+
+  /** Deletes a pool instance (stopping it if need be), counting it as churn. */
+  async remove(instance: LiveInstance, reason: ChurnReason): Promise<void> {
+    if (!this.manager.live.has(instance.cid) || this.removing.has(instance)) return;
+    this.removing.add(instance);
+    this.options.metrics?.removed.inc({ function: instance.functionName, reason });
+    await this.manager
+      .delete(instance.cid, instance.tenantId, true)
+      .catch((error: Error) =>
+        this.options.logger?.warn(
+          { cid: instance.cid, err: error.message },
+          'pool: removing an instance failed',
+        ),
+      );
+  }
+
+  /**
+   * Drains every instance of a function on this node: none is handed out any more, idle ones are
+   * deleted now, busy ones when their invocation ends, and whatever is still busy at the deadline is
+   * deleted with force.
+   */
+  async drainFunction(functionId: string, deadlineMs = 10_000): Promise<void> {
+    const doomed = [...this.manager.live.values()].filter((i) => i.functionId === functionId);
+    this.served.delete(functionId);
+    for (const i of doomed) this.drain(i, 'deleted');
+    const deadline = Date.now() + deadlineMs;
+    while (doomed.some((i) => i.inflight > 0 && this.manager.live.has(i.cid)) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await Promise.all(doomed.map((i) => this.remove(i, 'deleted')));
+  }
+
+  /** Hands the instance out no more; it is removed (counted under `reason`) once idle. */
+  drain(instance: LiveInstance, reason: ChurnReason): void {
+    instance.draining = true;
+    if (!this.drainReason.has(instance)) this.drainReason.set(instance, reason);
   }
 
   /** Hands a freed or newly running instance to the first caller waiting for its version. */
@@ -155,7 +330,7 @@ export class LocalPool {
         .finally(() => this.starting.set(versionId, (this.starting.get(versionId) ?? 1) - 1));
       return;
     }
-    if (instance.status === 'running' && instance.inflight === 0) {
+    if (instance.status === 'running' && instance.inflight === 0 && !instance.draining) {
       const waiter = list.shift()!;
       clearTimeout(waiter.timer);
       instance.inflight++;
@@ -163,28 +338,44 @@ export class LocalPool {
     }
   }
 
-  private async reapIdle(): Promise<void> {
-    const now = Date.now();
-    for (const instance of this.manager.live.values()) {
-      if (instance.managedBy !== 'pool' || instance.inflight > 0) continue;
-      const idleTimeout = instance.version.manifest.pool.idleTimeoutMs;
-      const expired = instance.status === 'running' && now - instance.lastUsedAt > idleTimeout;
-      if (expired || instance.status === 'stopped') {
-        await this.manager.delete(instance.cid, instance.tenantId, true).catch(() => undefined);
-      }
-    }
+  /** How many invocations hold an instance right now. */
+  get inflight(): number {
+    let n = 0;
+    for (const i of this.manager.live.values()) n += i.inflight;
+    return n;
   }
 
-  close(): void {
-    clearInterval(this.reaper);
+  /**
+   * Graceful stop: no new leases (503), queued callers are told to go elsewhere, in-flight invocations
+   * get until `deadline` (epoch ms) to finish, and every lease still held after that is released.
+   */
+  async close(deadline = Date.now()): Promise<void> {
+    this.closing = true;
     for (const list of this.waiters.values()) {
       for (const waiter of list) {
         clearTimeout(waiter.timer);
-        waiter.reject(
-          new Problem(503, 'shutting-down', 'Service unavailable', 'the gateway is shutting down'),
-        );
+        waiter.reject(shuttingDown());
       }
     }
     this.waiters.clear();
+    while (this.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await Promise.all([...this.held].map((lease) => lease.release()));
+    this.held.clear();
   }
+}
+
+function exhausted(functionName: string, policy: PoolPolicy): Problem {
+  return new Problem(
+    429,
+    'pool-exhausted',
+    'Too many requests',
+    `all ${policy.maxInstances} instance(s) of "${functionName}" are busy`,
+    { retryAfter: 1 },
+  );
+}
+
+function shuttingDown(): Problem {
+  return new Problem(503, 'shutting-down', 'Service unavailable', 'this node is shutting down', {
+    retryAfter: 1,
+  });
 }

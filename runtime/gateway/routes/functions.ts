@@ -35,6 +35,8 @@ export function functionRoutes(deps: GatewayDeps) {
           },
           'deploy',
         );
+        // Every pool node drains the old version's pool and pre-warms the new one, off this request.
+        if (result.created) void deps.node.announce(`deployed ${result.function}@${result.version}`);
         const { created, ...body } = result;
         c.header('Location', `/v1/functions/${result.function}`);
         return c.json({ ...body, active: true }, created ? 201 : 200);
@@ -52,14 +54,19 @@ export function functionRoutes(deps: GatewayDeps) {
     .post('/:name/rollback', requireScope(db, 'deploy'), async (c) => {
       const fn = await ownedFunction(db, c.get('principal').tenantId, c.req.param('name'));
       const body = await jsonBody(c, rollbackBody, { optional: true });
-      return c.json(await rollback(db, fn, body.version));
+      const result = await rollback(db, fn, body.version);
+      void deps.node.announce(`rolled back ${fn.name} to ${result.activeVersion}`);
+      return c.json(result);
     })
     .delete('/:name', requireScope(db, 'deploy'), async (c) => {
       const query = parseWith(deleteQuery, c.req.query());
       const fn = await ownedFunction(db, c.get('principal').tenantId, c.req.param('name'));
+      // This node drains its instances of the function (in-flight invocations finish first); the
+      // other nodes' upkeep drains theirs once the function is gone.
       await deleteFunction(db, fn, query.force === 'true' || query.force === '1', (functionId) =>
-        deps.manager.deleteAllOf(functionId),
+        deps.pool.drainFunction(functionId),
       );
+      void deps.node.announce(`deleted ${fn.name}`);
       return c.body(null, 204);
     });
 }

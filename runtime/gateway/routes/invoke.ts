@@ -112,7 +112,7 @@ export function invokeRoutes(deps: GatewayDeps) {
       }
     }
     const body = await readBoundedBody(c.req.raw, MAX_INVOKE_BODY_BYTES);
-    const lease = await deps.pool.acquire(fn.tenantId, fn.name, fn.activeVersionId, manifest.pool);
+    const lease = await deps.pool.acquire(fn.tenantId, fn.name, fn.activeVersionId, manifest.pool, fn.id);
     try {
       const result = await invokeInstance(
         deps.committer,
@@ -146,7 +146,7 @@ export function invokeRoutes(deps: GatewayDeps) {
       for (const [k, v] of Object.entries(trace)) response.headers.set(k, v);
       return response;
     } finally {
-      lease.release();
+      await lease.release();
     }
   };
 
