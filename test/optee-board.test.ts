@@ -294,7 +294,7 @@ describe('OP-TEE bad input', () => {
       });
       const result = await callFn(gw, token, 'ta-unknown', { body: 'x' });
       // The anchor sees the StageError: OP-TEE has no valid TA under that UUID, and says so.
-      expect(result.body, result.text).toMatchObject({ status: 500 });
+      expect(result.body, result.text).toMatchObject({ code: 'enclave-start-failed', status: 503 });
       expect(result.body.message).toMatch(/TA 00000000-0000-4000-8000-00000000ebcc/);
       expect(result.body.message).toContain('TEE_ERROR_SECURITY');
     },
