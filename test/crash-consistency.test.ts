@@ -7,7 +7,7 @@
 // Default: 100 kills. Longer: EBCC_CRASH_KILLS=1000 npm run test:crash (docs/reliability.md).
 import { createHash, randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -28,7 +28,7 @@ import {
 } from '../runtime/evidence/index.ts';
 import { startPrivateRedis, type PrivateRedis } from '../scripts/lib/redis-server.ts';
 import { api, cleanupAll, postJson, sampleBundle, sampleOrder, tempDir, upload } from './helpers/env.ts';
-import { runEbcc, spawnServer, type ServerProcess } from './helpers/process.ts';
+import { processesOfUids, runEbcc, spawnServer, type ServerProcess } from './helpers/process.ts';
 
 const KILLS = Number(process.env.EBCC_CRASH_KILLS ?? 100);
 const VERIFY_SAMPLE = Number(process.env.EBCC_CRASH_VERIFY_SAMPLE ?? 60);
@@ -67,23 +67,6 @@ async function spawn(role: Role): Promise<ServerProcess> {
   return proc;
 }
 
-/** Host processes of this file's sandboxes, with their command lines (read as root). */
-function sandboxProcesses(): { pid: number; cmd: string }[] {
-  const found: { pid: number; cmd: string }[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${name}/status`, 'utf8'))![1]);
-      if (uid < UID_BASE || uid >= UID_BASE + 1000) continue;
-      const cmd = readFileSync(`/proc/${name}/cmdline`, 'utf8').replaceAll('\0', ' ');
-      found.push({ pid: Number(name), cmd });
-    } catch {
-      // Gone while we looked.
-    }
-  }
-  return found;
-}
-
 const random = <T>(xs: T[]): T | undefined => xs[Math.floor(Math.random() * xs.length)];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -118,14 +101,16 @@ async function inject(fault: keyof typeof killed): Promise<boolean> {
       break;
     }
     case 'anchor': {
-      const victim = random(sandboxProcesses().filter((p) => p.cmd.includes('/ebcc/harness.mjs')));
+      const victim = random(
+        processesOfUids(UID_BASE, 1000).filter((p) => p.cmd.includes('/ebcc/harness.mjs')),
+      );
       if (!victim) return false;
       process.kill(victim.pid, 'SIGKILL');
       break;
     }
     case 'stage': {
       // The shim or the stage program: either way the enclave's work is cut short.
-      const victim = random(sandboxProcesses().filter((p) => p.cmd.includes('/stage/')));
+      const victim = random(processesOfUids(UID_BASE, 1000).filter((p) => p.cmd.includes('/stage/')));
       if (!victim) return false;
       process.kill(victim.pid, 'SIGKILL');
       break;
@@ -373,8 +358,8 @@ describe(`${KILLS} random SIGKILLs and Redis restarts under streaming work`, () 
       proc.child.kill('SIGTERM');
       await proc.exited;
     }
-    for (let i = 0; i < 100 && sandboxProcesses().length; i++) await sleep(100);
-    expect(sandboxProcesses()).toEqual([]);
+    for (let i = 0; i < 100 && processesOfUids(UID_BASE, 1000).length; i++) await sleep(100);
+    expect(processesOfUids(UID_BASE, 1000)).toEqual([]);
     for (const role of ['gateway', 'worker'] as Role[]) {
       const tmp = join(homes[role], 'tmp');
       const left = (() => {

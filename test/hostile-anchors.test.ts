@@ -2,11 +2,10 @@
 // other functions' files and stages, and a tenant that goes after another tenant's invocations,
 // evidence and instances. The other anchor rules (A3–A6) are checked in anchor-failures.test.ts and
 // anchor-sandbox.test.ts, whose tests carry their rule names too.
-import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callFn, deployComposite, invocationRecord, uploadComposite } from './helpers/composite-kit.ts';
-import { api, cleanupAll, startTestGateway, type TestGateway } from './helpers/env.ts';
+import { api, cleanupAll, filesUnder, startTestGateway, type TestGateway } from './helpers/env.ts';
 
 let gw: TestGateway;
 let alice: string;
@@ -62,12 +61,6 @@ async function secretExecutions(): Promise<number> {
     "select count(*) from stage_executions where stage = 'secret'",
   );
   return Number(result.rows[0]![0]);
-}
-
-function filesUnder(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true, recursive: true })
-    .filter((e) => e.isFile())
-    .map((e) => join(e.parentPath, e.name));
 }
 
 beforeAll(async () => {

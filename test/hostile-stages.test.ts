@@ -2,7 +2,7 @@
 // in every way issue 9 lists. Each attempt must fail and surface as a stage failure, and the host and
 // other functions must carry on. The stage is real Python run in the real sandbox; nothing is mocked.
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -12,7 +12,8 @@ import {
   HEALTHY_ANCHOR,
   invocationRecord,
 } from './helpers/composite-kit.ts';
-import { cleanupAll, startTestGateway, type TestGateway } from './helpers/env.ts';
+import { cleanupAll, filesUnder, startTestGateway, type TestGateway } from './helpers/env.ts';
+import { processesOfUids } from './helpers/process.ts';
 
 // This file's sandboxes get their own uid range, so "nothing is left running" can be checked exactly
 // even while other test files run sandboxes of their own.
@@ -43,24 +44,10 @@ const LIMITS = { memoryMb: 64, cpuMs: 600, timeoutMs: 4000, maxResponseBytes: 64
 let gw: TestGateway;
 let token: string;
 
-/** Processes running under this file's sandbox uids (their owner is the uid, as /proc shows it). */
-function sandboxProcesses(): number[] {
-  const pids: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const { uid } = statSync(`/proc/${name}`);
-      if (uid >= UID_BASE && uid < UID_BASE + 1000) pids.push(Number(name));
-    } catch {
-      // The process ended while we looked.
-    }
-  }
-  return pids;
-}
-
 async function noSandboxProcessesLeft(): Promise<void> {
-  for (let i = 0; i < 100 && sandboxProcesses().length; i++) await new Promise((r) => setTimeout(r, 100));
-  expect(sandboxProcesses()).toEqual([]);
+  for (let i = 0; i < 100 && processesOfUids(UID_BASE, 1000).length; i++)
+    await new Promise((r) => setTimeout(r, 100));
+  expect(processesOfUids(UID_BASE, 1000)).toEqual([]);
 }
 
 beforeAll(async () => {
@@ -91,16 +78,6 @@ beforeAll(async () => {
   await expectHealthy(gw, token, 'bystander');
 }, 60_000);
 afterAll(cleanupAll);
-
-function filesUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(entry.parentPath, entry.name);
-    if (entry.isDirectory()) out.push(...filesUnder(path));
-    else out.push(path);
-  }
-  return out;
-}
 
 interface Attack {
   rule: string;

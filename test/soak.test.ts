@@ -10,7 +10,7 @@ import { batchItems, invocations } from '../db/schema.ts';
 import { ensureTenant, issueToken } from '../runtime/auth/tokens.ts';
 import { callFn, uploadComposite, type CompositeSpec } from './helpers/composite-kit.ts';
 import { api, cleanupAll, tempDir, type TestGateway } from './helpers/env.ts';
-import { spawnServer, type ServerProcess } from './helpers/process.ts';
+import { processesOfUids, spawnServer, type ServerProcess } from './helpers/process.ts';
 
 const FUNCTIONS = Number(process.env.EBCC_SOAK_FUNCTIONS ?? 100);
 const REQUESTS = Number(process.env.EBCC_SOAK_REQUESTS ?? 600);
@@ -65,24 +65,6 @@ function spec(i: number, version: string): CompositeSpec {
     ],
     files: persistent ? { 'stages/echo.mjs': PERSISTENT_ECHO } : { 'stages/echo.sh': 'exec cat\n' },
   };
-}
-
-function sandboxPids(): { pid: number; cmd: string }[] {
-  const found: { pid: number; cmd: string }[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${name}/status`, 'utf8'))![1]);
-      if (uid >= UID_BASE && uid < UID_BASE + 1000)
-        found.push({
-          pid: Number(name),
-          cmd: readFileSync(`/proc/${name}/cmdline`, 'utf8').replaceAll('\0', ' '),
-        });
-    } catch {
-      // Gone while we looked.
-    }
-  }
-  return found;
 }
 
 const openFds = () => readdirSync(`/proc/${server.gatewayPid}/fd`).length;
@@ -206,7 +188,7 @@ describe.runIf(process.env.EBCC_SOAK === '1')(
             continue;
           }
           const victim = random(
-            sandboxPids().filter((p) =>
+            processesOfUids(UID_BASE, 1000).filter((p) =>
               tick % 2 ? p.cmd.includes('/ebcc/harness.mjs') : p.cmd.includes('/stage/'),
             ),
           );
@@ -265,8 +247,9 @@ describe.runIf(process.env.EBCC_SOAK === '1')(
         const { status } = await api(gw.url, token, 'DELETE', `/v1/instances/${instance.id}?force=true`);
         expect([204, 404]).toContain(status);
       }
-      for (let i = 0; i < 100 && (sandboxPids().length || sandboxCgroups().length); i++) await sleep(100);
-      const left = sandboxPids().map((p) => `${p.pid} ${p.cmd.slice(0, 160)}`);
+      for (let i = 0; i < 100 && (processesOfUids(UID_BASE, 1000).length || sandboxCgroups().length); i++)
+        await sleep(100);
+      const left = processesOfUids(UID_BASE, 1000).map((p) => `${p.pid} ${p.cmd.slice(0, 160)}`);
       if (left.length) console.error(`left behind:\n${left.join('\n')}`);
       expect(left).toEqual([]);
       expect(sandboxCgroups()).toEqual([]);

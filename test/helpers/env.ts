@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -160,4 +161,11 @@ export async function startSampleGateway(): Promise<{ gw: TestGateway; token: st
   if (deployed.status !== 201)
     throw new Error(`deploying the sample failed: ${JSON.stringify(deployed.body)}`);
   return { gw, token };
+}
+
+/** Every regular file under `dir`, as absolute paths. */
+export function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true, recursive: true })
+    .filter((e) => e.isFile())
+    .map((e) => join(e.parentPath, e.name));
 }

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from './env.ts';
 
@@ -64,4 +65,23 @@ export function runEbcc(
     child.stderr.on('data', (d: Buffer) => (stderr += d));
     child.once('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
   });
+}
+
+/** Host processes whose real uid is in [base, base + count): one test file's sandboxes, with their command lines. */
+export function processesOfUids(base: number, count: number): { pid: number; cmd: string }[] {
+  const found: { pid: number; cmd: string }[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${name}/status`, 'utf8'))![1]);
+      if (uid < base || uid >= base + count) continue;
+      found.push({
+        pid: Number(name),
+        cmd: readFileSync(`/proc/${name}/cmdline`, 'utf8').replaceAll('\0', ' '),
+      });
+    } catch {
+      // Gone while we looked.
+    }
+  }
+  return found;
 }
