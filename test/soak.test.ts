@@ -321,11 +321,18 @@ describe.runIf(process.env.EBCC_SOAK === '1')(
             .map((r) => r.id),
         );
         for (const id of answered) expect(ok.has(id), id).toBe(true);
+        const deadline = Date.now() + 300_000;
         for (const id of batchIds) {
-          for (let i = 0; ; i++) {
+          for (;;) {
             const { body } = await api(gw.url, token, 'GET', `/v1/batches/${id}?limit=1`);
             if (body.complete) break;
-            if (i > 600) throw new Error(`batch ${id} did not complete: ${JSON.stringify(body.counts)}`);
+            if (Date.now() > deadline) {
+              const rows = (await database.db.select().from(batchItems)).filter((i) => i.batchId === id);
+              throw new Error(
+                `batch ${id} did not complete: ${JSON.stringify(body.counts)}\n${JSON.stringify(rows)}\n` +
+                  server.output().slice(-3000),
+              );
+            }
             await sleep(250);
           }
         }
@@ -334,7 +341,7 @@ describe.runIf(process.env.EBCC_SOAK === '1')(
         );
         expect(items).toHaveLength(batchIds.length * 4);
         for (const item of items) expect(['succeeded', 'dead', 'failed']).toContain(item.status);
-      }, 300_000);
+      }, 360_000);
 
       it(`${name}leaks nothing: sandboxes, their cgroups, the gateway’s children and descriptors are back`, async () => {
         const listed = await api(gw.url, token, 'GET', '/v1/instances');
