@@ -316,6 +316,17 @@ try {
         profiler = undefined;
         return {};
       }
+      if (message.type === 'db-bytes') {
+        // The logical database size (as committed, WAL included) less its free pages, and the blob table.
+        const one = async (sql: string) => Number((await database.client.execute(sql)).rows[0]![0]);
+        const pageSize = await one('PRAGMA page_size');
+        return {
+          usedBytes: ((await one('PRAGMA page_count')) - (await one('PRAGMA freelist_count'))) * pageSize,
+          blobBytes: await one('select coalesce(sum(size), 0) from blobs'),
+          invocations: await one('select count(*) from invocations'),
+          executions: await one('select count(*) from stage_executions'),
+        };
+      }
       if (message.type === 'db-stats') {
         const invocations = await database.client.execute(
           `select f.name as fn, i.start as start, i.status as status, count(*) as n
