@@ -7,14 +7,22 @@
  *     summed per sandbox and split into anchors (the harness's sandboxes) and stages (sim enclaves);
  *   - database and blob bytes per invocation over the throughput run below;
  *   - invocations/s with all N warm (autocannon, min(N, 64) clients).
- * The anchor executor is the runtime's process executor (one sandboxed Node per anchor): the runtime
- * exposes no other yet, and the executor is recorded as the rows' variant.
+ * The anchor executor is selectable (EBCC_ANCHOR_EXECUTOR: `process`, one sandboxed Node per anchor, or
+ * `isolate`, V8 isolates in a shared sandboxed host process); every anchor sandbox found must run the
+ * chosen executor's entry, and the executor is recorded as the time-to-warm row's variant.
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { FUNCTIONS_DIR, startGatewayEnv } from './lib/gateway-env.ts';
 import type { BenchRecorder } from './lib/results.ts';
 import { load } from './throughput-bench.ts';
+
+export const EXECUTORS = ['process', 'isolate'] as const;
+/** What runs in an anchor sandbox of each executor. */
+const ANCHOR_ENTRY: Record<(typeof EXECUTORS)[number], string> = {
+  process: '/ebcc/harness.mjs',
+  isolate: '/ebcc/isolate-host.mjs',
+};
 
 const UID_BASE = 1_900_000_000;
 const UID_COUNT = 1_000_000;
@@ -50,17 +58,20 @@ function usageOf(pid: number): { pss: number; rss: number; uid: number; cmd: str
 }
 
 /** The gateway's sandboxes, one per uid, classed by what runs in them. */
-export function sandboxUsage(base: number, count: number): { anchor: Usage[]; stage: Usage[] } {
-  const byUid = new Map<number, Usage & { anchor: boolean }>();
+export function sandboxUsage(
+  base: number,
+  count: number,
+): { anchor: (Usage & { anchor: string | undefined })[]; stage: Usage[] } {
+  const byUid = new Map<number, Usage & { anchor: string | undefined }>();
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     const u = usageOf(Number(name));
     if (!u || u.uid < base || u.uid >= base + count) continue;
-    const s = byUid.get(u.uid) ?? { pssBytes: 0, rssBytes: 0, processes: 0, anchor: false };
+    const s = byUid.get(u.uid) ?? { pssBytes: 0, rssBytes: 0, processes: 0, anchor: undefined };
     s.pssBytes += u.pss;
     s.rssBytes += u.rss;
     s.processes++;
-    if (u.cmd.includes('/ebcc/harness.mjs')) s.anchor = true;
+    s.anchor ??= Object.values(ANCHOR_ENTRY).find((entry) => u.cmd.includes(entry));
     byUid.set(u.uid, s);
   }
   const all = [...byUid.values()];
@@ -87,16 +98,19 @@ export async function runDensityBench(options: {
   log: (line: string) => void;
 }): Promise<void> {
   const { rec, log, executor } = options;
-  if (executor !== 'process')
-    throw new Error(
-      `anchor executor "${executor}": the runtime offers only "process" (runtime/node.ts); a benchmark of another would measure nothing of it`,
-    );
+  if (!EXECUTORS.includes(executor as (typeof EXECUTORS)[number]))
+    throw new Error(`anchor executor "${executor}": the runtime offers ${EXECUTORS.join(', ')}`);
+  const entry = ANCHOR_ENTRY[executor as (typeof EXECUTORS)[number]];
   let largest = 0;
   for (const n of options.counts) {
     const env = await startGatewayEnv({
       redisUrl: options.redisUrl,
       logFile: join(options.outDir, `density-${n}-gateway.log`),
-      env: { EBCC_SANDBOX_UID_BASE: String(UID_BASE), EBCC_SANDBOX_UID_COUNT: String(UID_COUNT) },
+      env: {
+        EBCC_SANDBOX_UID_BASE: String(UID_BASE),
+        EBCC_SANDBOX_UID_COUNT: String(UID_COUNT),
+        EBCC_ANCHOR_EXECUTOR: executor,
+      },
     });
     try {
       const { url, adminToken } = env.child.ready;
@@ -129,10 +143,24 @@ export async function runDensityBench(options: {
       rec.add({ quantity: 'time to warm', variant: executor, stat, value: warmS, unit: 's', n: 1 });
 
       const usage = sandboxUsage(UID_BASE, UID_COUNT);
-      if (usage.anchor.length < n)
+      // One sandbox per anchor with the process executor; isolates share host sandboxes.
+      if (usage.anchor.length < (executor === 'process' ? n : 1))
         throw new Error(
           `density ${n}: ${n} instances running but ${usage.anchor.length} anchor sandboxes found`,
         );
+      const foreign = usage.anchor.filter((s) => s.anchor !== entry);
+      if (foreign.length)
+        throw new Error(
+          `density ${n}: ${foreign.length} anchor sandboxes run ${foreign[0]!.anchor}, not the ${executor} executor's ${entry}`,
+        );
+      rec.add({
+        quantity: 'anchor sandboxes',
+        variant: executor,
+        stat,
+        value: usage.anchor.length,
+        unit: 'sandboxes',
+        n: 1,
+      });
       if (usage.stage.length < n)
         throw new Error(
           `density ${n}: ${n} instances running but ${usage.stage.length} stage sandboxes found`,

@@ -249,6 +249,7 @@ try {
     EBCC_HOST: '127.0.0.1',
     EBCC_PORT: '0',
     EBCC_LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info',
+    ...(process.env.EBCC_ANCHOR_EXECUTOR ? { EBCC_ANCHOR_EXECUTOR: process.env.EBCC_ANCHOR_EXECUTOR } : {}),
   });
   const gateway = await startGateway(config);
   if (process.env.BENCH_TRACE === '1') traceSimAdapter();
