@@ -39,6 +39,8 @@ const envSchema = z.object({
   EBCC_MAX_CONNECTIONS: z.coerce.number().int().min(1).max(1_000_000).default(16_384),
   EBCC_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(10_000),
   EBCC_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(100).max(3_600_000).default(300_000),
+  EBCC_ANCHOR_EXECUTOR: z.enum(['process', 'isolate']).default('process'),
+  EBCC_ISOLATES_PER_HOST: z.coerce.number().int().min(1).max(10_000).default(128),
 });
 
 export interface Config {
@@ -63,6 +65,13 @@ export interface Config {
   batchConcurrency: number;
   /** A dead worker's jobs run again after about this long. */
   batchLockMs: number;
+  /**
+   * How anchors run: `process` (one sandboxed process each: the default and the strongest isolation)
+   * or `isolate` (V8 isolates, many per sandboxed host process of one function version: denser).
+   */
+  anchorExecutor: 'process' | 'isolate';
+  /** With the isolate executor: anchors one host process serves before another is started. */
+  isolatesPerHost: number;
 }
 
 export class ConfigError extends Error {}
@@ -101,6 +110,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     batchWorkers: e.EBCC_BATCH_WORKERS === '1',
     batchConcurrency: e.EBCC_BATCH_CONCURRENCY,
     batchLockMs: e.EBCC_BATCH_LOCK_MS,
+    anchorExecutor: e.EBCC_ANCHOR_EXECUTOR,
+    isolatesPerHost: e.EBCC_ISOLATES_PER_HOST,
     ...overrides,
   };
 }

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
 import { configureAdapters } from '../adapters/index.ts';
 import { migrateDatabase, openDatabase, type Database } from '../db/client.ts';
-import { ProcessAnchorExecutor } from './anchor/process-executor.ts';
+import { anchorExecutor } from './anchor/select.ts';
 import { GroupCommitter } from './artifacts/group-commit.ts';
 import type { Config } from './config.ts';
 import { prepareHome } from './home.ts';
@@ -84,7 +84,7 @@ export async function startNode(
     db: database.db,
     committer,
     eids: new EidAllocator(database.db, nodeId),
-    executor: new ProcessAnchorExecutor(),
+    executor: anchorExecutor(config),
     home: config.home,
     hostId,
     logger,

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 # python3 runs python stages in the sim sandbox (and sandbox tests); the rest: Redis, the sandbox, the
 # supervisor, TLS test certificates, setpriv.
 debian_packages=(redis-server bubblewrap tini openssl util-linux python3-minimal)
+# isolated-vm (the isolate anchor executor) has no prebuilt binary for Node 20: npm ci builds it with node-gyp.
+debian_packages+=(g++ make python3)
 # The emulated OP-TEE board (scripts/optee/, test/optee-board.test.ts): QEMU, the aarch64 cross compiler for
 # TF-A, the board agent and the TAs, dtc, and python3-cryptography for the TA dev kit's signing script.
 debian_packages+=(qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross device-tree-compiler cpio xz-utils

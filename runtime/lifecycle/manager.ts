@@ -137,6 +137,7 @@ export class CompositeManager {
       'ebcc.version': loaded.row.version,
       'ebcc.versionDigest': loaded.row.versionDigest,
       'ebcc.managedBy': instance.managedBy,
+      'ebcc.anchorExecutor': this.deps.executor.name,
       'ebcc.supervisorPid': String(process.pid),
       ...options.annotations,
     };

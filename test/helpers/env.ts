@@ -154,8 +154,10 @@ export function postJson(
 }
 
 /** A gateway with the sample function deployed by an admin of tenant "acme". */
-export async function startSampleGateway(): Promise<{ gw: TestGateway; token: string }> {
-  const gw = await startTestGateway();
+export async function startSampleGateway(
+  overrides: Partial<Config> = {},
+): Promise<{ gw: TestGateway; token: string }> {
+  const gw = await startTestGateway(overrides);
   const token = await gw.token('acme', ['admin']);
   const deployed = await upload(gw.url, token, await sampleBundle());
   if (deployed.status !== 201)
