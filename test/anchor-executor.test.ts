@@ -258,15 +258,22 @@ describe('the isolate executor', () => {
         const present = names.filter((n) => typeof globalThis[n] !== 'undefined');
         let imported = 'no';
         try { await import('node:fs'); imported = 'yes'; } catch {}
-        return Response.json({ present, imported });
+        // Timers live in the host process: their number is bounded per anchor.
+        let timers = 'unbounded';
+        try { for (let i = 0; i <= 10_000; i++) setTimeout(() => {}, 60_000); } catch (error) { timers = error.message; }
+        return Response.json({ present, imported, timers });
       } };`,
       { mode: 0o644 },
     );
     await chmod(rootDir, 0o755);
-    const anchor = await launch(executor, rootDir);
+    const anchor = await launch(executor, rootDir, { timeoutMs: 20_000 });
     const { outcome } = await anchor.invoke(request(), hooks);
     if (outcome.kind !== 'response') throw new Error(JSON.stringify(outcome));
-    expect(JSON.parse(text(outcome.response.body))).toEqual({ present: [], imported: 'no' });
+    expect(JSON.parse(text(outcome.response.body))).toEqual({
+      present: [],
+      imported: 'no',
+      timers: 'an anchor may have at most 10000 timers pending',
+    });
     anchor.kill();
     await anchor.exited;
   });

@@ -18,6 +18,7 @@ const CPU_POLL_MS = 20;
 /** Module evaluation at load gets this much wall time (the tenant's top level must not hang the host). */
 const LOAD_TIMEOUT_MS = 10_000;
 const BACKSTOP_MS = 1_000;
+const MAX_TIMERS = 10_000;
 /** How isolate-runtime.js marks an exception thrown from a timer callback. */
 const UNCAUGHT = 'ebcc-uncaught: ';
 const RUNTIME_SOURCE = readFileSync(new URL('./isolate-runtime.js', import.meta.url), 'utf8');
@@ -158,6 +159,9 @@ class Anchor {
     if (this.ended || !Number.isInteger(id)) return;
     clearTimeout(this.timers.get(id));
     this.timers.delete(id);
+    // Each timer is host memory: one anchor must not be able to grow the host without bound.
+    if (op === 'set' && this.timers.size >= MAX_TIMERS)
+      throw new RangeError(`an anchor may have at most ${MAX_TIMERS} timers pending`);
     if (op === 'set')
       this.timers.set(
         id,

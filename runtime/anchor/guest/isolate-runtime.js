@@ -610,8 +610,8 @@
     if (typeof fn !== 'function') throw new TypeError('the callback must be a function');
     const id = nextTimer++;
     const delay = Math.max(0, Math.min(Number(ms) || 0, 2 ** 31 - 1));
-    timers.set(id, { fn, args, repeat: repeat ? Math.max(delay, 1) : 0, invocation: current });
     hostTimer('set', id, repeat ? Math.max(delay, 1) : delay);
+    timers.set(id, { fn, args, repeat: repeat ? Math.max(delay, 1) : 0, invocation: current });
     return id;
   }
   function clearTimer(id) {
