@@ -105,6 +105,8 @@ export interface StageResult {
   evidence?: Uint8Array;
   /** The metadata the enclave signed, exactly as signed. */
   boundMetadata?: Uint8Array;
+  /** Time the enclave reports it spent making `evidence` (part of the run's execute time), ms. */
+  evidenceMs?: number;
 }
 
 export interface NativeEvidence {
@@ -127,6 +129,12 @@ export interface TeeAdapter {
   keyBroker?(): Promise<KeyBroker>;
   /** Gives an enclave a secret the broker released to its encryption key; the enclave opens it itself. */
   provisionSecret?(handle: EnclaveHandle, released: Uint8Array): Promise<{ ok: boolean; detail: string }>;
+  /**
+   * Starts the stage program of an enclave once it is attested and holds its released secrets (a
+   * persistent stage's process would otherwise start without them). Backends without it start the
+   * stage at create.
+   */
+  startStage?(handle: EnclaveHandle): Promise<void>;
   /** Tears the enclave down; with `evidence`, first has it sign a final checkpoint closing its chain. */
   destroy(handle: EnclaveHandle, evidence?: EvidenceContext): Promise<{ checkpoint?: Uint8Array }>;
 }

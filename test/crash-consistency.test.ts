@@ -212,8 +212,15 @@ describe(`${KILLS} random SIGKILLs and Redis restarts under streaming work`, () 
       let injected = 0;
       try {
         for (const fault of plan(KILLS)) {
-          await sleep(30 + Math.random() * 150);
-          if (await inject(fault)) injected++;
+          // A kind may find nothing to kill at its moment (no stage running yet, say): wait for one rather
+          // than count a fault that did not happen.
+          for (let attempt = 0; attempt < 50; attempt++) {
+            await sleep(30 + Math.random() * 150);
+            if (await inject(fault)) {
+              injected++;
+              break;
+            }
+          }
         }
       } finally {
         // Also when a fault fails (a restart that does not come up): clients still streaming would run
@@ -222,8 +229,7 @@ describe(`${KILLS} random SIGKILLs and Redis restarts under streaming work`, () 
         await Promise.all(work);
       }
       expectStillUp();
-      // Some kinds may find nothing to kill at their moment; the plan is then short, never padded.
-      expect(injected).toBeGreaterThanOrEqual(Math.floor(KILLS * 0.9));
+      expect(injected).toBe(KILLS);
       expect(answered.length).toBeGreaterThan(10);
       expect(batchIds.length).toBeGreaterThan(2);
       // Afterwards it simply works.

@@ -27,7 +27,9 @@ export type HostToShim =
   /** Key broker only. Body: the tenant's sealed secret; the requester is the enclave that wants it. */
   | { t: 'release'; requester: Requester }
   /** Body: a secret the broker released to this enclave's encryption key. */
-  | { t: 'secret'; cid: string; eid: number; stage: string };
+  | { t: 'secret'; cid: string; eid: number; stage: string }
+  /** The enclave is attested and holds its secrets: start the stage program (persistent stages). */
+  | { t: 'start' };
 
 export interface ShimExit {
   code: number | null;
@@ -43,7 +45,14 @@ export type ShimToHost =
   /** The enclave's evidence key (Ed25519) and encryption key (X25519), raw, in hex. */
   | { t: 'hello'; publicKey: string; encryptionKey: string }
   /** Body: response ‖ log ‖ metadata ‖ evidence, with these lengths. */
-  | { t: 'result'; seq: number; exit: ShimExit; lengths: [number, number, number, number] }
+  | {
+      t: 'result';
+      seq: number;
+      exit: ShimExit;
+      lengths: [number, number, number, number];
+      /** How long the enclave took to hash and sign this execution's evidence. */
+      evidenceMs?: number;
+    }
   /** Body: the checkpoint evidence. */
   | { t: 'checkpoint'; seq: number }
   /** The stage had ended before this request arrived: nothing ran, nothing was signed. */
@@ -53,4 +62,6 @@ export type ShimToHost =
   | { t: 'released'; ok: true; name: string }
   | { t: 'released'; ok: false; reason: string }
   | { t: 'secret-opened'; name: string }
-  | { t: 'secret-refused'; reason: string };
+  | { t: 'secret-refused'; reason: string }
+  /** The names of the secrets the stage program was started with. */
+  | { t: 'started'; secrets: string[] };
