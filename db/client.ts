@@ -16,6 +16,15 @@ export interface Database {
 }
 
 const BUSY_TIMEOUT_MS = 10_000;
+/**
+ * Connections of the client's pool on a local file. The pool opens a connection whenever every one it has
+ * is borrowed, up to this many, and keeps each open for the life of the client: two descriptors each (the
+ * database and its WAL), plus one shared `-shm`, and a page cache each. The embedded driver runs every
+ * statement synchronously on the event loop and writers take one lock (write-serializer.ts), so beyond one
+ * transaction and the reads started alongside it, more connections buy no parallelism, only descriptors
+ * and memory. libSQL's default is 20 (41 descriptors); the soak test asserts this bound.
+ */
+export const LOCAL_DB_CONNECTIONS = 4;
 const migrationsFolder = resolve(dirname(fileURLToPath(import.meta.url)), 'migrations');
 
 /**
@@ -28,7 +37,12 @@ export async function openDatabase(url: string, authToken?: string): Promise<Dat
   // busy timeout lets writers of different processes wait for each other. libSQL's defaults already
   // give synchronous=FULL and foreign_keys=ON on every connection.
   const local = url.startsWith('file:');
-  const pooled = createClient({ url, authToken, timeout: BUSY_TIMEOUT_MS });
+  const pooled = createClient({
+    url,
+    authToken,
+    timeout: BUSY_TIMEOUT_MS,
+    ...(local ? { concurrency: LOCAL_DB_CONNECTIONS } : {}),
+  });
   const client = local ? serializeWrites(pooled) : pooled;
   // WAL is a property of the file: readers proceed while the group commit writes.
   if (local) await client.execute('PRAGMA journal_mode = WAL');

@@ -10,6 +10,7 @@ import { writeFile } from 'node:fs/promises';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrateDatabase, openDatabase, type Database } from '../db/client.ts';
 import { batchItems, instances, invocations, stageExecutions } from '../db/schema.ts';
@@ -18,6 +19,8 @@ import { DataKeyring } from '../runtime/keys/data-keys.ts';
 import { FileKekProvider } from '../runtime/keys/kek.ts';
 import { ensureTenant, issueToken } from '../runtime/auth/tokens.ts';
 import { exportInvocation } from '../runtime/evidence/export.ts';
+import { LEASE_TTL_MS } from '../runtime/node.ts';
+import { FENCE_KEY, LEASE_PREFIX } from '../runtime/pool/leases.ts';
 import {
   decodeEvidence,
   failedChecks,
@@ -338,6 +341,36 @@ describe(`${KILLS} random SIGKILLs and Redis restarts under streaming work`, () 
     expect(enclaveTwice.rows).toEqual([]);
   });
 
+  it('leaves no lease held: a live node holds none once idle, a killed holder’s expire within the TTL', async () => {
+    const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+    try {
+      // Leases were taken: the fencing counter moved (at least for the last invocation after the last restart).
+      expect(Number(await client.get(FENCE_KEY))).toBeGreaterThan(0);
+      const held = async () => {
+        const keys = (await client.keys(`${LEASE_PREFIX}*`)).filter((key) => key !== FENCE_KEY);
+        return Promise.all(
+          keys.map(async (key) => ({ key, value: await client.get(key), ttlMs: await client.pttl(key) })),
+        );
+      };
+      // Nothing is in flight now, so a lease held by a live gateway or worker was never given back (its
+      // holder would renew it for ever); one of a SIGKILLed holder must still be counting down.
+      const liveHolders = new Set(
+        (Object.keys(live) as Role[]).map((role) => `${ROLES[role].node}:${live[role]!.gatewayPid}`),
+      );
+      for (const lease of await held()) {
+        const holder = lease.value?.slice(lease.value.indexOf(':') + 1);
+        expect(liveHolders.has(holder!), `${lease.key} is still held by the live ${holder}`).toBe(false);
+        expect(lease.ttlMs, `${lease.key} of ${holder}`).toBeGreaterThan(0);
+        expect(lease.ttlMs, `${lease.key} of ${holder}`).toBeLessThanOrEqual(LEASE_TTL_MS);
+      }
+      for (let deadline = Date.now() + LEASE_TTL_MS + 2_000; (await held()).length && Date.now() < deadline;)
+        await sleep(250);
+      expect(await held()).toEqual([]);
+    } finally {
+      client.disconnect();
+    }
+  }, 30_000);
+
   it('reports instance state that matches the processes, and leaks nothing once stopped', async () => {
     const alive = (pid: number | null) => {
       if (!pid) return false;
@@ -360,6 +393,16 @@ describe(`${KILLS} random SIGKILLs and Redis restarts under streaming work`, () 
     }
     for (let i = 0; i < 100 && processesOfUids(UID_BASE, 1000).length; i++) await sleep(100);
     expect(processesOfUids(UID_BASE, 1000)).toEqual([]);
+    const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+    try {
+      const keys = await client.keys(`${LEASE_PREFIX}*`);
+      expect(
+        keys.filter((key) => key !== FENCE_KEY),
+        'leases left after a graceful stop',
+      ).toEqual([]);
+    } finally {
+      client.disconnect();
+    }
     for (const role of ['gateway', 'worker'] as Role[]) {
       const tmp = join(homes[role], 'tmp');
       const left = (() => {

@@ -31,7 +31,8 @@ if v and string.sub(v, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ':' then return
 return 0`;
 
 export const LEASE_PREFIX = 'ebcc:lease:';
-const FENCE_KEY = 'ebcc:lease:fence';
+/** The fencing counter; it shares the prefix but is not a lease. */
+export const FENCE_KEY = 'ebcc:lease:fence';
 
 export interface LeaseOptions {
   /** How long a lease lives without renewal (a dead holder's lease is free after at most this). */

@@ -34,7 +34,9 @@ export async function spawnServer(home: string, env: Record<string, string> = {}
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
   const [url, gatewayPid] = await new Promise<[string, number]>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 20_000);
+    // Starting takes ~15 s on this 2-core machine when it is shared (load average ~16), most of it tsx
+    // compiling the runtime; a test spawning several servers at once needs more.
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 60_000);
     const onData = () => {
       const match = /listening on (\S+) \(pid (\d+)\)/.exec(out);
       if (match) {
