@@ -347,3 +347,13 @@ export const keyReleases = sqliteTable(
   },
   (t) => [index('key_releases_secret').on(t.secretId)],
 );
+
+/**
+ * Facts about this installation (one database) as a whole. `installation-id` names its keys and queues
+ * in a Redis that other installations may share, so that none takes another's jobs or leases.
+ */
+export const installationMeta = sqliteTable('installation_meta', {
+  key: text('key').primaryKey(),
+  value: text('value').notNull(),
+  createdAt: createdAt(),
+});

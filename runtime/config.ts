@@ -35,6 +35,8 @@ const envSchema = z.object({
   EBCC_BATCH_WORKERS: z.enum(['0', '1']).default('1'),
   EBCC_BATCH_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(16),
   EBCC_BATCH_LOCK_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(30_000),
+  /** How long a request waits for an instance of a pool at its maximum before 429. */
+  EBCC_POOL_MAX_WAIT_MS: z.coerce.number().int().min(0).max(600_000).default(5_000),
   EBCC_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   EBCC_MAX_CONNECTIONS: z.coerce.number().int().min(1).max(1_000_000).default(16_384),
   EBCC_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(10_000),
@@ -65,6 +67,8 @@ export interface Config {
   batchConcurrency: number;
   /** A dead worker's jobs run again after about this long. */
   batchLockMs: number;
+  /** How long a caller waits for a busy pool at its maximum before 429. */
+  poolMaxWaitMs: number;
   /**
    * How anchors run: `process` (one sandboxed process each: the default and the strongest isolation)
    * or `isolate` (V8 isolates, many per sandboxed host process of one function version: denser).
@@ -110,6 +114,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     batchWorkers: e.EBCC_BATCH_WORKERS === '1',
     batchConcurrency: e.EBCC_BATCH_CONCURRENCY,
     batchLockMs: e.EBCC_BATCH_LOCK_MS,
+    poolMaxWaitMs: e.EBCC_POOL_MAX_WAIT_MS,
     anchorExecutor: e.EBCC_ANCHOR_EXECUTOR,
     isolatesPerHost: e.EBCC_ISOLATES_PER_HOST,
     ...overrides,

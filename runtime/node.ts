@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
 import { configureAdapters } from '../adapters/index.ts';
 import { migrateDatabase, openDatabase, type Database } from '../db/client.ts';
+import { installationId } from '../db/queries/installation.ts';
 import { anchorExecutor } from './anchor/select.ts';
 import { GroupCommitter } from './artifacts/group-commit.ts';
 import type { Config } from './config.ts';
@@ -12,6 +13,7 @@ import { LeaseStore } from './pool/leases.ts';
 import { LocalPool } from './pool/local-pool.ts';
 import { PoolMetrics } from './pool/metrics.ts';
 import { announceToNodes, PoolUpkeep } from './pool/upkeep.ts';
+import { redisNamespace, type RedisNamespace } from './queues/namespace.ts';
 import { commandClient, queueClient, redactRedisUrl } from './queues/redis.ts';
 import { EidAllocator } from './stages/eid-allocator.ts';
 import { DataKeyring } from './keys/data-keys.ts';
@@ -41,6 +43,8 @@ export interface NodeRuntime {
   hostId: string;
   /** `<host>:<pid>`: this process among pool nodes. */
   nodeId: string;
+  /** This installation's queue and key names in a Redis it may share with other installations. */
+  namespace: RedisNamespace;
   /** Asks every pool node (this one included) for upkeep now: after a deploy, rollback or delete. */
   announce(reason: string): Promise<void>;
   /** Graceful stop: no new leases, in-flight work until `deadline` (epoch ms), then everything closed. */
@@ -50,7 +54,7 @@ export interface NodeRuntime {
 export interface NodeOptions {
   /** Upkeep tick (default 2 s). */
   upkeepIntervalMs?: number;
-  /** How long a caller waits for a busy pool at its maximum before 429 (default 5 s). */
+  /** How long a caller waits for a busy pool at its maximum before 429 (default: the config's). */
   maxWaitMs?: number;
 }
 
@@ -64,6 +68,7 @@ export async function startNode(
   const database = await openDatabase(config.dbUrl, config.dbAuthToken);
   await migrateDatabase(database);
   prepareHome(config.home, config.dbUrl);
+  const namespace = redisNamespace(await installationId(database.db));
   // A node must still come up (and a gateway serve deploys) while Redis is down: it says so, and
   // invocations that need a lease answer 503 until Redis is back.
   const redis = commandClient(config.redisUrl);
@@ -94,10 +99,10 @@ export async function startNode(
   const metrics = new PoolMetrics(manager);
   const upkeeps: PoolUpkeep[] = [];
   const pool = new LocalPool(manager, {
-    leases: new LeaseStore(redis, config.redisUrl, nodeId, { ttlMs: LEASE_TTL_MS }),
+    leases: new LeaseStore(redis, config.redisUrl, nodeId, { ttlMs: LEASE_TTL_MS, keys: namespace }),
     metrics,
     logger,
-    maxWaitMs: options.maxWaitMs,
+    maxWaitMs: options.maxWaitMs ?? config.poolMaxWaitMs,
     onUpkeepNeeded: (reason) => void upkeeps[0]?.trigger(reason),
   });
   const upkeep = new PoolUpkeep({
@@ -106,6 +111,7 @@ export async function startNode(
     pool,
     logger,
     nodeId,
+    namespace,
     connection: () => queueConnection,
     intervalMs: options.upkeepIntervalMs,
   });
@@ -127,7 +133,8 @@ export async function startNode(
     redis,
     hostId,
     nodeId,
-    announce: (reason) => announceToNodes(queueConnection, reason, logger),
+    namespace,
+    announce: (reason) => announceToNodes(queueConnection, namespace, reason, logger),
     close: (deadline = Date.now() + 5_000) =>
       (closed ??= (async () => {
         await pool.close(deadline);

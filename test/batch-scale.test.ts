@@ -22,13 +22,15 @@ const processes: ServerProcess[] = [];
 let gateways: ServerProcess[] = [];
 let workers: ServerProcess[] = [];
 
-async function spawn(role: 'gateway' | 'worker', name: string): Promise<ServerProcess> {
+async function spawn(
+  role: 'gateway' | 'worker',
+  name: string,
+  database: Record<string, string> = { EBCC_DB_URL: dbUrl, EBCC_KEK_FILE: kekFile },
+): Promise<ServerProcess> {
   const proc = await spawnServer(await tempDir(`ebcc-${name}-`), {
-    EBCC_DB_URL: dbUrl,
+    ...database,
     REDIS_URL: redis.url,
     EBCC_QUEUE_PREFIX: prefix,
-    // Nodes sharing a database share the key-encryption key of its sealed artifacts.
-    EBCC_KEK_FILE: kekFile,
     EBCC_NODE_ID: name,
     EBCC_BATCH_WORKERS: role === 'worker' ? '1' : '0',
     EBCC_BATCH_CONCURRENCY: '8',
@@ -95,6 +97,7 @@ async function expectExactlyOnce(batchId: string, n: number, tag: string) {
   return recorded;
 }
 
+// Nodes sharing a database share the key-encryption key of its sealed artifacts.
 beforeAll(async () => {
   redis = await startPrivateRedis();
   const home = await tempDir('ebcc-scale-db-');
@@ -109,8 +112,9 @@ beforeAll(async () => {
   workers = await Promise.all([spawn('worker', 'worker-1'), spawn('worker', 'worker-2')]);
   const deployed = await upload(gateways[0]!.url, token, await sampleBundle());
   expect(deployed.status, JSON.stringify(deployed.body)).toBe(201);
-}, 120_000);
+}, 600_000);
 
+// Processes spawned and killed on a shared 2-core machine: each test gets minutes, not seconds.
 afterAll(async () => {
   await stopAll();
   database?.close();
@@ -143,7 +147,7 @@ describe('two gateways and two workers as separate processes', () => {
     expect(new Set(hosts.map((h) => h.host))).toEqual(new Set(['worker-1', 'worker-2']));
     // The gateways ran none: they only took the batch in and reported on it.
     workers[0] = await spawn('worker', 'worker-1');
-  });
+  }, 300_000);
 
   it('survives a Redis restart mid-batch: unfinished items are given to Redis again from libSQL', async () => {
     const n = 120;
@@ -157,7 +161,7 @@ describe('two gateways and two workers as separate processes', () => {
     const done = await waitComplete(gateways[0]!.url, id);
     expect(done.counts).toEqual({ queued: 0, succeeded: n, failed: 0, dead: 0 });
     await expectExactlyOnce(id, n, 'r');
-  });
+  }, 300_000);
 
   it('takes a batch while Redis is down and runs it once Redis is back', async () => {
     await redis.stop();
@@ -174,7 +178,7 @@ describe('two gateways and two workers as separate processes', () => {
     await redis.start();
     await waitComplete(gateways[0]!.url, body.id);
     await expectExactlyOnce(body.id, 2, 'down');
-  });
+  }, 300_000);
 
   it('fires a cron trigger once per tick across both workers', async () => {
     const deployed = await upload(
@@ -209,5 +213,46 @@ describe('two gateways and two workers as separate processes', () => {
       .where(and(eq(invocations.trigger, 'cron'), eq(invocations.functionId, fn)));
     expect(runs.length).toBe(ticks.length);
     expect(new Set(ticks.map((t) => t.status))).toEqual(new Set(['succeeded']));
-  });
+  }, 300_000);
+
+  it("a second installation on the same Redis and queue prefix takes none of the first one's items", async () => {
+    // Its own database (in its own home), so its own installation id; the same Redis and prefix.
+    const other = await spawn('worker', 'other-install', {});
+    const otherDb = await openDatabase(`file:${join(other.home, 'ebcc.db')}`);
+    try {
+      const tenant = await ensureTenant(otherDb.db, 'acme');
+      const otherToken = (await issueToken(otherDb.db, { tenantId: tenant.id, name: 't', scopes: ['admin'] }))
+        .token;
+      expect((await upload(other.url, otherToken, await sampleBundle())).status).toBe(201);
+      const n = 60;
+      const id = await submitOrders(gateways[0]!.url, 'iso', n);
+      // The other installation's workers are live on that Redis: they run a batch of their own meanwhile.
+      const own = await api(
+        other.url,
+        otherToken,
+        'POST',
+        '/v1/functions/order-signer/batches',
+        Array.from({ length: 5 }, (_, i) => sampleOrder(`own-${i}`)),
+      );
+      expect(own.status).toBe(202);
+      const done = await waitComplete(gateways[1]!.url, id);
+      expect(done.counts).toEqual({ queued: 0, succeeded: n, failed: 0, dead: 0 });
+      await expectExactlyOnce(id, n, 'iso');
+      for (let i = 0; ; i++) {
+        expect(i, "the other installation's own batch completes").toBeLessThan(240);
+        const mine = await api(other.url, otherToken, 'GET', `/v1/batches/${own.body.id}?limit=1`);
+        if (mine.body.complete) {
+          expect(mine.body.counts.succeeded).toBe(5);
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      // It never took a job of the first installation (it would have found no such item).
+      expect(other.output()).not.toContain('names an item this database does not hold');
+      const ran = await otherDb.db.select({ id: invocations.id }).from(invocations);
+      expect(ran).toHaveLength(5);
+    } finally {
+      otherDb.close();
+    }
+  }, 600_000);
 });

@@ -354,7 +354,8 @@ describe('ebcc batch', () => {
     const missing = await runEbcc(['batch', 'status', 'bat_missing'], env);
     expect(missing.code).toBe(5);
     expect(missing.stderr).toMatch(/batch bat_missing does not exist/);
-  });
+    // Five CLI processes, each loading the CLI through tsx: slow on a loaded machine.
+  }, 120_000);
 });
 
 it('draws a progress bar for a terminal and a plain line otherwise', () => {

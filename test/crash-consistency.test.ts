@@ -20,7 +20,8 @@ import { FileKekProvider } from '../runtime/keys/kek.ts';
 import { ensureTenant, issueToken } from '../runtime/auth/tokens.ts';
 import { exportInvocation } from '../runtime/evidence/export.ts';
 import { LEASE_TTL_MS } from '../runtime/node.ts';
-import { FENCE_KEY, LEASE_PREFIX } from '../runtime/pool/leases.ts';
+import { installationId } from '../db/queries/installation.ts';
+import { redisNamespace, type RedisNamespace } from '../runtime/queues/namespace.ts';
 import {
   decodeEvidence,
   failedChecks,
@@ -45,6 +46,8 @@ type Role = keyof typeof ROLES;
 let redis: PrivateRedis;
 let database: Database;
 let dbUrl: string;
+/** The shared database's lease keys and fencing counter in Redis. */
+let leaseKeys: RedisNamespace;
 let kekFile: string;
 let token: string;
 let tenantId: string;
@@ -143,6 +146,7 @@ beforeAll(async () => {
   await writeFile(kekFile, randomBytes(32), { mode: 0o600 });
   database = await openDatabase(dbUrl);
   await migrateDatabase(database);
+  leaseKeys = redisNamespace(await installationId(database.db));
   const tenant = await ensureTenant(database.db, 'acme');
   tenantId = tenant.id;
   token = (await issueToken(database.db, { tenantId, name: 't', scopes: ['admin'] })).token;
@@ -345,9 +349,11 @@ describe(`${KILLS} random SIGKILLs and Redis restarts under streaming work`, () 
     const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
     try {
       // Leases were taken: the fencing counter moved (at least for the last invocation after the last restart).
-      expect(Number(await client.get(FENCE_KEY))).toBeGreaterThan(0);
+      expect(Number(await client.get(leaseKeys.fenceKey))).toBeGreaterThan(0);
       const held = async () => {
-        const keys = (await client.keys(`${LEASE_PREFIX}*`)).filter((key) => key !== FENCE_KEY);
+        const keys = (await client.keys(`${leaseKeys.leasePrefix}*`)).filter(
+          (key) => key !== leaseKeys.fenceKey,
+        );
         return Promise.all(
           keys.map(async (key) => ({ key, value: await client.get(key), ttlMs: await client.pttl(key) })),
         );
@@ -395,9 +401,9 @@ describe(`${KILLS} random SIGKILLs and Redis restarts under streaming work`, () 
     expect(processesOfUids(UID_BASE, 1000)).toEqual([]);
     const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
     try {
-      const keys = await client.keys(`${LEASE_PREFIX}*`);
+      const keys = await client.keys(`${leaseKeys.leasePrefix}*`);
       expect(
-        keys.filter((key) => key !== FENCE_KEY),
+        keys.filter((key) => key !== leaseKeys.fenceKey),
         'leases left after a graceful stop',
       ).toEqual([]);
     } finally {

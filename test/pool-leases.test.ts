@@ -4,11 +4,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { LeaseStore, LEASE_PREFIX } from '../runtime/pool/leases.ts';
+import { LeaseStore } from '../runtime/pool/leases.ts';
+import { redisNamespace } from '../runtime/queues/namespace.ts';
 import { repoRoot } from './helpers/env.ts';
 
 const redisUrl = inject('redisUrl');
 const redis = new Redis(redisUrl);
+const installation = `inst_leases${process.pid}`;
+const keys = redisNamespace(installation);
 const children: ChildProcess[] = [];
 afterAll(() => {
   for (const c of children) c.kill('SIGKILL');
@@ -25,6 +28,7 @@ function contender(args: string[]): {
     ['--import', 'tsx', join(repoRoot, 'test/helpers/lease-contender.ts'), redisUrl, ...args],
     {
       cwd: repoRoot,
+      env: { ...process.env, EBCC_TEST_INSTALLATION: installation },
       stdio: ['ignore', 'pipe', 'inherit'],
     },
   );
@@ -65,7 +69,7 @@ describe('leases across processes', () => {
       expect(new Set(holds.filter((h) => h.resource === resource).map((h) => h.proc)).size).toBeGreaterThan(
         1,
       );
-    for (const resource of resources) expect(await redis.exists(LEASE_PREFIX + resource)).toBe(0);
+    for (const resource of resources) expect(await redis.exists(keys.leasePrefix + resource)).toBe(0);
   });
 
   it('a lease held by a process that dies is reclaimed once its TTL passes, under a larger token', async () => {
@@ -74,7 +78,7 @@ describe('leases across processes', () => {
     for (let i = 0; i < 200 && holder.lines().length === 0; i++) await new Promise((r) => setTimeout(r, 50));
     const [{ held, token }] = holder.lines();
     expect(held).toBe(true);
-    const store = new LeaseStore(redis, redisUrl, 'test', { ttlMs: 5_000 });
+    const store = new LeaseStore(redis, redisUrl, 'test', { ttlMs: 5_000, keys });
     expect(await store.tryAcquire(resource)).toBeNull();
     holder.child.kill('SIGKILL');
     await holder.exited;
@@ -92,8 +96,8 @@ describe('leases across processes', () => {
 
   it('a live holder keeps its lease past the TTL by renewing it; release only frees its own lease', async () => {
     const resource = unique();
-    const store = new LeaseStore(redis, redisUrl, 'a', { ttlMs: 2_000 });
-    const other = new LeaseStore(redis, redisUrl, 'b', { ttlMs: 2_000 });
+    const store = new LeaseStore(redis, redisUrl, 'a', { ttlMs: 2_000, keys });
+    const other = new LeaseStore(redis, redisUrl, 'b', { ttlMs: 2_000, keys });
     const lease = (await store.tryAcquire(resource))!;
     await new Promise((r) => setTimeout(r, 5_000));
     expect(lease.lost).toBe(false);
@@ -110,11 +114,27 @@ describe('leases across processes', () => {
 
   it('tokens stay above the floor a holder has seen (Redis restarted empty, counter back at 1)', async () => {
     const resource = unique();
-    const store = new LeaseStore(redis, redisUrl, 'a', { ttlMs: 2_000 });
-    const floor = Number(await redis.get('ebcc:lease:fence')) + 1_000_000;
+    const store = new LeaseStore(redis, redisUrl, 'a', { ttlMs: 2_000, keys });
+    const floor = Number(await redis.get(keys.fenceKey)) + 1_000_000;
     const lease = (await store.tryAcquire(resource, floor))!;
     expect(lease.token).toBe(floor + 1);
     await lease.release();
     expect((await store.tryAcquire(unique()))!.token).toBeGreaterThan(floor + 1);
+  });
+
+  it('two installations sharing one Redis lease the same resource name independently', async () => {
+    const resource = unique();
+    const mine = new LeaseStore(redis, redisUrl, 'a', { ttlMs: 2_000, keys });
+    const theirs = new LeaseStore(redis, redisUrl, 'b', {
+      ttlMs: 2_000,
+      keys: redisNamespace(`inst_other${process.pid}`),
+    });
+    const a = await mine.tryAcquire(resource);
+    const b = await theirs.tryAcquire(resource);
+    expect(a).not.toBeNull();
+    expect(b).not.toBeNull();
+    expect(await mine.tryAcquire(resource)).toBeNull();
+    expect(await redis.get(keys.leasePrefix + resource)).toBe(`${a!.token}:a`);
+    await Promise.all([a!.release(), b!.release()]);
   });
 });

@@ -6,8 +6,8 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { openDatabase, type Database } from '../db/client.ts';
 import { ensureTenant, issueToken } from '../runtime/auth/tokens.ts';
-import { LEASE_PREFIX } from '../runtime/pool/leases.ts';
-import { NODES_KEY } from '../runtime/pool/upkeep.ts';
+import { installationId } from '../db/queries/installation.ts';
+import { redisNamespace, type RedisNamespace } from '../runtime/queues/namespace.ts';
 import { callFn, deployComposite, expectProblem, type CallResult } from './helpers/composite-kit.ts';
 import { api, cleanupAll, tempDir, type TestGateway } from './helpers/env.ts';
 import { spawnServer, type ServerProcess } from './helpers/process.ts';
@@ -37,6 +37,7 @@ const redis = new Redis(inject('redisUrl'));
 let servers: ServerProcess[] = [];
 let database: Database;
 let token: string;
+let ns: RedisNamespace;
 const gw = (i: number) => ({ url: servers[i]!.url }) as TestGateway;
 
 beforeAll(async () => {
@@ -45,6 +46,7 @@ beforeAll(async () => {
   servers = [await spawnServer(home, env)];
   servers.push(await spawnServer(home, env));
   database = await openDatabase(`file:${home}/ebcc.db`);
+  ns = redisNamespace(await installationId(database.db));
   const tenant = await ensureTenant(database.db, 'acme');
   token = (
     await issueToken(database.db, { tenantId: tenant.id, name: 't', scopes: ['admin'], expiresAt: null })
@@ -55,7 +57,7 @@ beforeAll(async () => {
     anchorLimits: { timeoutMs: 20_000 },
     pool: { maxInstances: 2, minWarm: 1 },
   });
-}, 60_000);
+}, 180_000);
 afterAll(async () => {
   for (const s of servers) s.child.kill('SIGKILL');
   database?.close();
@@ -122,7 +124,7 @@ describe('two gateway processes, one Redis, one database', () => {
     expect([...a!].filter((cid) => b!.has(cid))).toEqual([]);
     // Nothing crashed, and no lease is left behind.
     for (const s of servers) expect(s.child.exitCode).toBeNull();
-    for (const cid of [...a!, ...b!]) expect(await redis.exists(LEASE_PREFIX + cid)).toBe(0);
+    for (const cid of [...a!, ...b!]) expect(await redis.exists(ns.leasePrefix + cid)).toBe(0);
   });
 
   it('each gateway keeps its minWarm instance and replaces one that dies', async () => {
@@ -146,7 +148,9 @@ describe('two gateway processes, one Redis, one database', () => {
 
   it('SIGTERM: the invocation in flight finishes, its lease is released, the node leaves Redis', async () => {
     const s = servers[0]!;
-    const queueName = (await redis.zrange(NODES_KEY, '0', '-1')).find((n) => n.endsWith(`_${s.gatewayPid}`));
+    const queueName = (await redis.zrange(ns.poolNodesKey, '0', '-1')).find((n) =>
+      n.endsWith(`_${s.gatewayPid}`),
+    );
     expect(queueName).toBeDefined();
     const slow = callFn(gw(0), token, 'guarded', { path: '/?ms=2000' });
     const busy = await eventually(
@@ -155,13 +159,13 @@ describe('two gateway processes, one Redis, one database', () => {
       (l) => l.some((i) => Number(i.annotations['ebcc.inflight']) > 0),
     );
     const cid = busy.find((i) => Number(i.annotations['ebcc.inflight']) > 0).id;
-    expect(await redis.exists(LEASE_PREFIX + cid)).toBe(1);
+    expect(await redis.exists(ns.leasePrefix + cid)).toBe(1);
     s.child.kill('SIGTERM');
     const result = await slow;
     expect(result.status, result.text).toBe(200);
     expect((await s.exited).code).toBe(0);
-    expect(await redis.exists(LEASE_PREFIX + cid)).toBe(0);
-    expect(await redis.zscore(NODES_KEY, queueName!)).toBeNull();
+    expect(await redis.exists(ns.leasePrefix + cid)).toBe(0);
+    expect(await redis.zscore(ns.poolNodesKey, queueName!)).toBeNull();
     expect(await redis.keys(`ebcc:${queueName}:*`)).toEqual([]);
     // The other gateway serves on.
     expect((await callFn(gw(1), token, 'guarded')).status).toBe(200);

@@ -6,7 +6,9 @@ import { Redis } from 'ioredis';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { WORKER_ROLES } from '../runtime/queues/roles.ts';
 import { selectRoles } from '../runtime/queues/host.ts';
-import { NODES_KEY } from '../runtime/pool/upkeep.ts';
+import { installationId } from '../db/queries/installation.ts';
+import { migrateDatabase, openDatabase } from '../db/client.ts';
+import { redisNamespace } from '../runtime/queues/namespace.ts';
 import { cleanupAll, repoRoot, tempDir } from './helpers/env.ts';
 import { runEbcc } from './helpers/process.ts';
 
@@ -22,7 +24,7 @@ describe('ebcc worker', () => {
     expect(result.code).toBe(3);
     expect(result.stderr).toContain('Redis at redis://:***@127.0.0.1:1 is unavailable');
     expect(result.stderr).not.toContain('secret');
-  });
+  }, 120_000);
 
   it('rejects an unknown role with the known ones (exit 2)', async () => {
     const result = await runEbcc(['worker', '--roles', 'nope'], { EBCC_HOME: await tempDir() });
@@ -30,11 +32,16 @@ describe('ebcc worker', () => {
     expect(result.stderr).toContain('unknown worker role(s) nope; known: pool');
     expect(selectRoles(['pool']).map((r) => r.name)).toEqual(['pool']);
     expect(WORKER_ROLES.map((r) => r.name)).toContain('pool');
-  });
+  }, 120_000);
 
   it('runs its roles, registers its pool node, and stops cleanly on SIGTERM', async () => {
     const redisUrl = inject('redisUrl');
     const home = await tempDir();
+    // The worker's queues and keys carry the installation id of its database.
+    const database = await openDatabase(`file:${join(home, 'ebcc.db')}`);
+    await migrateDatabase(database);
+    const ns = redisNamespace(await installationId(database.db));
+    database.close();
     const child = spawn(
       process.execPath,
       ['--import', 'tsx', join(repoRoot, 'runtime/cli/entry.ts'), 'worker'],
@@ -51,28 +58,41 @@ describe('ebcc worker', () => {
       },
     );
     let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d));
-    child.stderr.on('data', (d: Buffer) => (out += d));
+    const running = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no "running" line in 60 s:\n${out}`)), 60_000);
+      const onData = (d: Buffer) => {
+        out += d;
+        if (/ebcc worker running as/.test(out)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      child.stdout.on('data', onData);
+      child.stderr.on('data', (d: Buffer) => (out += d));
+      child.once('exit', (code) => reject(new Error(`the worker exited (${code}) before running:\n${out}`)));
+    });
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     const redis = new Redis(redisUrl);
     try {
-      const queueName = `pool.${(process.env.EBCC_NODE_ID ?? (await import('node:os')).hostname()).replace(/[^A-Za-z0-9_.-]/g, '_')}_${child.pid}`;
-      for (let i = 0; i < 200 && !(await redis.zscore(NODES_KEY, queueName)); i++)
-        await new Promise((r) => setTimeout(r, 100));
+      await running;
       expect(out).toMatch(/ebcc worker running as \S+ \(pid \d+\): roles pool/);
-      expect(await redis.zscore(NODES_KEY, queueName), out).not.toBeNull();
+      const queueName = ns.upkeepQueue(
+        `${process.env.EBCC_NODE_ID ?? (await import('node:os')).hostname()}:${child.pid}`,
+      );
+      // The line comes after every role started: the node is registered by then.
+      expect(await redis.zscore(ns.poolNodesKey, queueName), out).not.toBeNull();
       expect(await redis.exists(`ebcc:${queueName}:repeat:tick`)).toBe(1);
 
       child.kill('SIGTERM');
       expect(await exited, out).toBe(0);
       expect(out).toContain('ebcc worker stopped');
       // Its node and its upkeep queue are gone; the shared janitor schedule stays for other workers.
-      expect(await redis.zscore(NODES_KEY, queueName)).toBeNull();
+      expect(await redis.zscore(ns.poolNodesKey, queueName)).toBeNull();
       expect(await redis.keys(`ebcc:${queueName}:*`)).toEqual([]);
-      expect(await redis.exists('ebcc:pool-janitor:repeat:janitor')).toBe(1);
+      expect(await redis.exists(`ebcc:${ns.janitorQueue}:repeat:janitor`)).toBe(1);
     } finally {
       child.kill('SIGKILL');
       redis.disconnect();
     }
-  });
+  }, 120_000);
 });

@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq';
 import type { Logger } from '../log.ts';
-import { BATCH_QUEUE, itemJob } from './queues.ts';
+import { itemJob } from './queues.ts';
 import { redisOptions } from './redis.ts';
 
 const ENQUEUE_TIMEOUT_MS = 3_000;
@@ -16,9 +16,11 @@ export class BatchProducer {
   constructor(
     redisUrl: string,
     prefix: string,
+    /** The installation's batch queue. */
+    queueName: string,
     private readonly logger: Logger,
   ) {
-    this.queue = new Queue(BATCH_QUEUE, { connection: redisOptions(redisUrl, 'producer'), prefix });
+    this.queue = new Queue(queueName, { connection: redisOptions(redisUrl, 'producer'), prefix });
     this.queue.on('error', (error) => logger.debug({ err: error.message }, 'batch queue'));
   }
 

@@ -2,9 +2,12 @@ import { createHash } from 'node:crypto';
 import type { JobsOptions } from 'bullmq';
 import type { Manifest } from '../manifest/index.ts';
 
-/** The queue every API batch item (and every re-enqueued item) travels on; its job data is `{ itemId }`. */
+/**
+ * The queue an API batch item is recorded under (`batch_items.queue`); in Redis it travels on the
+ * installation's own batch queue (runtime/queues/namespace.ts), job data `{ itemId }`.
+ */
 export const BATCH_QUEUE = 'ebcc-batch';
-/** The queue the cron job schedulers put their ticks on. */
+/** The queue a cron tick's item is recorded under; the ticks travel on the installation's cron queue. */
 export const CRON_QUEUE = 'ebcc-cron';
 
 export type RetryPolicy = Manifest['triggers']['cron'][number]['retry'];

@@ -18,6 +18,7 @@ import type { Logger } from '../log.ts';
 import { parseManifest, type Manifest } from '../manifest/index.ts';
 import type { LocalPool } from '../pool/local-pool.ts';
 import { Problem } from '../problem.ts';
+import type { RedisNamespace } from '../queues/namespace.ts';
 import {
   backoffMs,
   BATCH_QUEUE,
@@ -37,6 +38,8 @@ export interface BatchWorkerOptions {
   redisUrl: string;
   /** BullMQ key prefix of every queue. */
   prefix: string;
+  /** The installation's own queue names (batch items, cron ticks). */
+  namespace: RedisNamespace;
   /** Items of API batches run at once by this process. */
   concurrency?: number;
   /** How long a job's lock lasts without renewal: a dead worker's jobs run again after about this long. */
@@ -92,6 +95,20 @@ function classifyError(error: unknown): Outcome {
   return { kind: 'retriable', reason: clip((error as Error)?.message ?? String(error)) };
 }
 
+/** Refusals that come before the function runs: a busy pool (429 after the bounded wait), a stopping node. */
+const NOT_RUN = new Set(['pool-exhausted', 'shutting-down']);
+
+function notRun(error: unknown): error is Problem {
+  return error instanceof Problem && NOT_RUN.has(error.slug);
+}
+
+/** When a job the pool turned away comes back: after the Retry-After the pool gave, spread out a little. */
+function deferMs(problem: Problem): number {
+  const retryAfterS = Number(problem.extensions.retryAfter ?? 1);
+  const base = Number.isFinite(retryAfterS) && retryAfterS > 0 ? retryAfterS * 1000 : 1000;
+  return Math.round(base * (0.5 + Math.random() * 0.5));
+}
+
 /**
  * The BullMQ side of queued work: one worker for API batch items, one for cron ticks, and one per
  * queue a function's manifest declares. Every job runs its item through the pool and `invokeInstance`,
@@ -111,13 +128,13 @@ export class BatchWorkers {
   private recovering: Promise<void> | undefined;
   private readonly timers: NodeJS.Timeout[] = [];
   private closed = false;
-  readonly stats = { ok: 0, failed: 0, dead: 0, retried: 0, skipped: 0, recovered: 0 };
+  readonly stats = { ok: 0, failed: 0, dead: 0, retried: 0, skipped: 0, recovered: 0, deferred: 0 };
 
   constructor(private readonly opts: BatchWorkerOptions) {
     const connection = redisOptions(opts.redisUrl, 'worker');
     const { prefix } = opts;
-    this.batchQueue = new Queue(BATCH_QUEUE, { connection, prefix });
-    this.cronQueue = new Queue(CRON_QUEUE, { connection, prefix });
+    this.batchQueue = new Queue(opts.namespace.batchQueue, { connection, prefix });
+    this.cronQueue = new Queue(opts.namespace.cronQueue, { connection, prefix });
     for (const q of [this.batchQueue, this.cronQueue]) q.on('error', (e) => this.redisError(e));
     // Redis keeps nothing on disk: each time it (re)appears, unfinished items and schedulers are put back.
     this.monitor = new Redis({ ...(connection as RedisOptions), lazyConnect: true });
@@ -137,8 +154,8 @@ export class BatchWorkers {
   }
 
   async start(): Promise<void> {
-    this.startWorker(BATCH_QUEUE, this.opts.concurrency ?? 16);
-    this.startWorker(CRON_QUEUE, 4);
+    this.startWorker(this.opts.namespace.batchQueue, this.opts.concurrency ?? 16);
+    this.startWorker(this.opts.namespace.cronQueue, 4);
     await this.monitor.connect().catch((error: Error) => this.redisError(error));
     this.timers.push(setInterval(() => void this.refresh(), this.opts.refreshMs ?? 2_000));
     this.timers.push(setInterval(() => void this.recover(), this.opts.sweepMs ?? 60_000));
@@ -159,6 +176,12 @@ export class BatchWorkers {
     this.workers.set(queue, worker);
   }
 
+  /** A queue EBCC itself runs, which no function may declare as its trigger. */
+  private ownQueue(name: string): boolean {
+    const { batchQueue, cronQueue } = this.opts.namespace;
+    return [BATCH_QUEUE, CRON_QUEUE, batchQueue, cronQueue].includes(name);
+  }
+
   private async manifestOf(versionId: string): Promise<Manifest> {
     let manifest = this.manifests.get(versionId);
     if (!manifest) {
@@ -173,11 +196,11 @@ export class BatchWorkers {
   /** The item a job stands for, as recorded, or as it will be recorded when the job is a new arrival. */
   private async itemFor(job: Job): Promise<Item | undefined> {
     const { db } = this.opts;
-    if (job.queueName === BATCH_QUEUE) return itemById(db, String(job.data?.itemId));
+    if (job.queueName === this.opts.namespace.batchQueue) return itemById(db, String(job.data?.itemId));
     const id = derivedItemId(job.queueName, job.id!);
     const existing = await itemById(db, id);
     if (existing) return existing;
-    if (job.queueName === CRON_QUEUE) {
+    if (job.queueName === this.opts.namespace.cronQueue) {
       const fns = await activeVersions(db);
       const { functionName, trigger, versionId } = job.data as {
         functionName: string;
@@ -231,6 +254,11 @@ export class BatchWorkers {
 
   private async process(job: Job, token: string | undefined): Promise<void> {
     const item = await this.itemFor(job);
+    if (!item && job.queueName === this.opts.namespace.batchQueue)
+      this.opts.logger.warn(
+        { job: job.id, queue: job.queueName },
+        'a batch job names an item this database does not hold',
+      );
     if (!item || item.status !== 'queued') {
       this.stats.skipped++;
       return;
@@ -278,6 +306,13 @@ export class BatchWorkers {
       }
     } catch (error) {
       if (outcome) throw error; // the invocation was recorded; its commit failed: let BullMQ retry
+      if (notRun(error) && token) {
+        // The function never ran (its pool was full, or this node is stopping): not an attempt. The job
+        // waits its turn again without touching the item's attempts or BullMQ's.
+        this.stats.deferred++;
+        await job.moveToDelayed(Date.now() + deferMs(error as Problem), token);
+        throw new DelayedError();
+      }
       outcome = classifyError(error);
       await this.opts.committer.submit(this.record(item, attempt, last, outcome));
     }
@@ -305,7 +340,7 @@ export class BatchWorkers {
       throw new UnrecoverableError(`dead after ${attempt} attempt(s): ${outcome.reason}`);
     }
     this.stats.retried++;
-    if (job.queueName === BATCH_QUEUE && token) {
+    if (job.queueName === this.opts.namespace.batchQueue && token) {
       await job.moveToDelayed(Date.now() + backoffMs(item.retry, attempt), token);
       throw new DelayedError();
     }
@@ -395,7 +430,7 @@ export class BatchWorkers {
         for (const fn of fns) {
           const manifest = parseManifest(fn.manifest);
           const { queue, cron } = manifest.triggers;
-          if (queue && !queues.has(queue.name) && queue.name !== BATCH_QUEUE && queue.name !== CRON_QUEUE) {
+          if (queue && !queues.has(queue.name) && !this.ownQueue(queue.name)) {
             queues.set(queue.name, {
               tenantId: fn.tenantId,
               functionId: fn.functionId,
@@ -425,7 +460,7 @@ export class BatchWorkers {
         for (const [name, target] of queues)
           if (!this.workers.has(name)) this.startWorker(name, target.concurrency);
         for (const [name, worker] of this.workers) {
-          if (name === BATCH_QUEUE || name === CRON_QUEUE || queues.has(name)) continue;
+          if (this.ownQueue(name) || queues.has(name)) continue;
           this.workers.delete(name);
           void worker.close();
         }
@@ -448,12 +483,27 @@ export class BatchWorkers {
     return this.refreshing;
   }
 
-  /** Stops taking jobs, lets those in flight finish, and closes every Redis connection. */
-  async close(): Promise<void> {
+  /**
+   * Stops taking jobs, lets those in flight finish until `deadline` (epoch ms; no limit without one),
+   * and closes every Redis connection. A job still running at the deadline is left to BullMQ: its lock
+   * expires and another worker takes it, and its item records one result whichever run ends first.
+   */
+  async close(deadline?: number): Promise<void> {
     this.closed = true;
     for (const timer of this.timers) clearInterval(timer);
     await this.refreshing;
-    await Promise.all([...this.workers.values()].map((w) => w.close()));
+    await Promise.all(
+      [...this.workers.values()].map(async (w) => {
+        if (deadline === undefined) return w.close();
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<'late'>((resolve) => {
+          timer = setTimeout(() => resolve('late'), Math.max(0, deadline - Date.now()));
+        });
+        const outcome = await Promise.race([w.close(), late]);
+        clearTimeout(timer);
+        if (outcome === 'late') await w.close(true);
+      }),
+    );
     await Promise.all([this.batchQueue.close(), this.cronQueue.close()]);
     this.monitor.disconnect();
   }

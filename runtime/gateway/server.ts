@@ -25,15 +25,16 @@ export async function startGateway(
   logger: Logger = createLogger(config.logLevel),
 ): Promise<RunningGateway> {
   const node = await startNode(config, logger);
-  const { database, redis, committer, manager, pool, keyring } = node;
+  const { database, redis, committer, manager, pool, keyring, namespace } = node;
   const retention = new RetentionService({
     db: database.db,
     redisUrl: config.redisUrl,
     intervalMs: config.retentionIntervalMs,
     logger,
     prefix: config.queuePrefix,
+    queue: namespace.retentionQueue,
   });
-  const batches = new BatchProducer(config.redisUrl, config.queuePrefix, logger);
+  const batches = new BatchProducer(config.redisUrl, config.queuePrefix, namespace.batchQueue, logger);
   // The single-node default: this process also runs the batch workers (`EBCC_BATCH_WORKERS=0` to not).
   const workers = config.batchWorkers
     ? await startBatchWorkers({
@@ -43,6 +44,7 @@ export async function startGateway(
         logger,
         redisUrl: config.redisUrl,
         prefix: config.queuePrefix,
+        namespace,
         concurrency: config.batchConcurrency,
         lockDurationMs: config.batchLockMs,
       })
@@ -96,7 +98,7 @@ export async function startGateway(
       http.closeIdleConnections();
       const cutoff = setTimeout(() => http.closeAllConnections(), Math.max(0, deadline - Date.now()) + 1_000);
       void closed.then(() => clearTimeout(cutoff));
-      await workers?.close();
+      await workers?.close(deadline);
       await batches.close();
       await retention.close();
       await node.close(deadline);

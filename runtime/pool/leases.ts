@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import type { RedisNamespace } from '../queues/namespace.ts';
 import { RedisUnavailableError } from '../queues/redis.ts';
 
 /**
@@ -30,15 +31,13 @@ local v = redis.call('GET', KEYS[1])
 if v and string.sub(v, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. ':' then return redis.call('DEL', KEYS[1]) end
 return 0`;
 
-export const LEASE_PREFIX = 'ebcc:lease:';
-/** The fencing counter; it shares the prefix but is not a lease. */
-export const FENCE_KEY = 'ebcc:lease:fence';
-
 export interface LeaseOptions {
   /** How long a lease lives without renewal (a dead holder's lease is free after at most this). */
   ttlMs: number;
   /** How often a live holder renews (default a third of the TTL). */
   renewEveryMs?: number;
+  /** The installation's lease keys and fencing counter. */
+  keys: Pick<RedisNamespace, 'leasePrefix' | 'fenceKey'>;
 }
 
 export class Lease {
@@ -121,8 +120,8 @@ export class LeaseStore {
         this.redis.eval(
           ACQUIRE,
           2,
-          LEASE_PREFIX + resource,
-          FENCE_KEY,
+          this.options.keys.leasePrefix + resource,
+          this.options.keys.fenceKey,
           this.options.ttlMs,
           this.holder,
           floor,
@@ -134,20 +133,20 @@ export class LeaseStore {
 
   async renew(resource: string, token: number): Promise<boolean> {
     const renewed = await this.call(() =>
-      this.redis.eval(RENEW, 1, LEASE_PREFIX + resource, String(token), this.options.ttlMs),
+      this.redis.eval(RENEW, 1, this.options.keys.leasePrefix + resource, String(token), this.options.ttlMs),
     );
     return Number(renewed) === 1;
   }
 
   async release(resource: string, token: number): Promise<boolean> {
     const deleted = await this.call(() =>
-      this.redis.eval(RELEASE, 1, LEASE_PREFIX + resource, String(token)),
+      this.redis.eval(RELEASE, 1, this.options.keys.leasePrefix + resource, String(token)),
     );
     return Number(deleted) === 1;
   }
 
   /** Who holds `resource` now (`<token>:<holder>`), or null. */
   async holderOf(resource: string): Promise<string | null> {
-    return this.call(() => this.redis.get(LEASE_PREFIX + resource));
+    return this.call(() => this.redis.get(this.options.keys.leasePrefix + resource));
   }
 }

@@ -1,8 +1,6 @@
 import { Queue, Worker } from 'bullmq';
 import type { RunningRole, WorkerContext, WorkerRole } from '../queues/registry.ts';
-import { NODE_STALE_MS, NODES_KEY, QUEUE_PREFIX } from './upkeep.ts';
-
-const JANITOR_QUEUE = 'pool-janitor';
+import { NODE_STALE_MS, QUEUE_PREFIX } from './upkeep.ts';
 
 /**
  * `ebcc worker`'s pool role. The worker is a pool node of its own (the instances that queue work
@@ -14,9 +12,11 @@ export const poolRole: WorkerRole = {
   name: 'pool',
   description: 'pool upkeep of this worker node, and the janitor of dead nodes',
   async start(context: WorkerContext): Promise<RunningRole> {
-    await context.node();
+    const { namespace, upkeep } = await context.node();
+    // Redis answered at start: the node is registered before the worker says it is running.
+    await Promise.race([upkeep.ready, new Promise((r) => setTimeout(r, 10_000).unref())]);
     const connection = context.connection();
-    const queue = new Queue(JANITOR_QUEUE, { connection, prefix: QUEUE_PREFIX });
+    const queue = new Queue(namespace.janitorQueue, { connection, prefix: QUEUE_PREFIX });
     queue.on('error', () => undefined);
     await queue.upsertJobScheduler(
       'janitor',
@@ -24,9 +24,13 @@ export const poolRole: WorkerRole = {
       { name: 'janitor', opts: { removeOnComplete: true, removeOnFail: 20 } },
     );
     const worker = new Worker(
-      JANITOR_QUEUE,
+      namespace.janitorQueue,
       async () => {
-        const stale = await connection.zrangebyscore(NODES_KEY, '-inf', Date.now() - NODE_STALE_MS);
+        const stale = await connection.zrangebyscore(
+          namespace.poolNodesKey,
+          '-inf',
+          Date.now() - NODE_STALE_MS,
+        );
         for (const name of stale) {
           const dead = new Queue(name, { connection, prefix: QUEUE_PREFIX });
           try {
@@ -34,7 +38,7 @@ export const poolRole: WorkerRole = {
           } finally {
             await dead.close();
           }
-          await connection.zrem(NODES_KEY, name);
+          await connection.zrem(namespace.poolNodesKey, name);
         }
         if (stale.length) context.logger.info({ nodes: stale }, 'pool janitor: forgot dead nodes');
         return { forgotten: stale.length };

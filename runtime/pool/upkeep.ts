@@ -6,19 +6,13 @@ import type { CompositeManager } from '../lifecycle/manager.ts';
 import type { LiveInstance } from '../lifecycle/instance.ts';
 import type { Logger } from '../log.ts';
 import { parseManifest, type Manifest } from '../manifest/index.ts';
+import type { RedisNamespace } from '../queues/namespace.ts';
 import type { LocalPool } from './local-pool.ts';
 
-/** BullMQ key prefix of every EBCC queue. */
+/** BullMQ key prefix of the pool's queues (their names carry the installation id). */
 export const QUEUE_PREFIX = 'ebcc';
-/** Sorted set of the pool nodes (score: last upkeep, epoch ms), so a deploy can reach every node. */
-export const NODES_KEY = 'ebcc:pool:nodes';
 /** A node not heard of for this long is forgotten (its upkeep queue is obliterated by the janitor). */
 export const NODE_STALE_MS = 60_000;
-
-/** The upkeep queue of one pool node: keys `ebcc:pool.<node>:*` (BullMQ names may not contain ':'). */
-export function upkeepQueueName(nodeId: string): string {
-  return `pool.${nodeId.replace(/[^A-Za-z0-9_.-]/g, '_')}`;
-}
 
 export interface UpkeepDeps {
   db: Db;
@@ -26,6 +20,8 @@ export interface UpkeepDeps {
   pool: LocalPool;
   logger: Logger;
   nodeId: string;
+  /** The installation's queue and key names (its pool nodes set, its upkeep queues). */
+  namespace: RedisNamespace;
   /** A new BullMQ connection; closed by whoever provided it. */
   connection: () => Redis;
   /** The repeatable upkeep tick (default 2 s). */
@@ -57,11 +53,15 @@ export class PoolUpkeep {
   runs = 0;
 
   constructor(private readonly deps: UpkeepDeps) {
-    this.queueName = upkeepQueueName(deps.nodeId);
+    this.queueName = deps.namespace.upkeepQueue(deps.nodeId);
     this.intervalMs = deps.intervalMs ?? 2_000;
   }
 
   private closed = false;
+
+  private markReady!: () => void;
+  /** Resolves once this node's schedule and its entry among the pool nodes are in Redis. */
+  readonly ready = new Promise<void>((resolve) => (this.markReady = resolve));
 
   /** Starts once Redis answers (a node comes up without it, and its upkeep joins when Redis does). */
   async start(): Promise<void> {
@@ -83,6 +83,7 @@ export class PoolUpkeep {
       this.deps.logger.warn({ job: job?.name, err: error.message }, 'pool upkeep job failed'),
     );
     await this.register('node started');
+    this.markReady();
     // Redis here keeps nothing on disk: after it restarts, the schedule and the node entry are gone,
     // so they are put back whenever the connection is ready again.
     connection.on('ready', () => void this.register('Redis is back').catch(() => undefined));
@@ -96,7 +97,7 @@ export class PoolUpkeep {
       { every: this.intervalMs },
       { name: 'tick', opts: { removeOnComplete: true, removeOnFail: 50 } },
     );
-    await this.heartbeat?.zadd(NODES_KEY, Date.now(), this.queueName);
+    await this.heartbeat?.zadd(this.deps.namespace.poolNodesKey, Date.now(), this.queueName);
     await this.trigger(reason);
   }
 
@@ -109,7 +110,9 @@ export class PoolUpkeep {
   }
 
   private async process(job: Job): Promise<UpkeepReport> {
-    await this.heartbeat?.zadd(NODES_KEY, Date.now(), this.queueName).catch(() => undefined);
+    await this.heartbeat
+      ?.zadd(this.deps.namespace.poolNodesKey, Date.now(), this.queueName)
+      .catch(() => undefined);
     const report = await this.runOnce();
     this.runs++;
     if (report.removed || report.started || report.failed)
@@ -218,7 +221,7 @@ export class PoolUpkeep {
       const cleanup = async () => {
         await queue.removeJobScheduler('tick');
         await queue.obliterate({ force: true });
-        await this.heartbeat?.zrem(NODES_KEY, this.queueName);
+        await this.heartbeat?.zrem(this.deps.namespace.poolNodesKey, this.queueName);
       };
       if (this.heartbeat?.status === 'ready') await bounded(cleanup(), 2_000);
       await bounded(queue.close(), 1_000);
@@ -230,9 +233,14 @@ export class PoolUpkeep {
  * Asks every live pool node for an upkeep run now (after a deploy, a rollback or a delete), so that
  * old pools drain and pre-warmed ones fill without waiting for the next tick. Best effort.
  */
-export async function announceToNodes(connection: Redis, reason: string, logger?: Logger): Promise<void> {
+export async function announceToNodes(
+  connection: Redis,
+  namespace: RedisNamespace,
+  reason: string,
+  logger?: Logger,
+): Promise<void> {
   try {
-    const nodes = await connection.zrangebyscore(NODES_KEY, Date.now() - NODE_STALE_MS, '+inf');
+    const nodes = await connection.zrangebyscore(namespace.poolNodesKey, Date.now() - NODE_STALE_MS, '+inf');
     await Promise.all(
       nodes.map(async (name) => {
         const queue = new Queue(name, { connection, prefix: QUEUE_PREFIX });

@@ -18,6 +18,8 @@ export interface RetentionOptions {
   batchSize?: number;
   /** Queue name prefix; tests give each gateway its own. */
   prefix?: string;
+  /** The installation's retention queue (default: the shared name, for a Redis of one installation). */
+  queue?: string;
 }
 
 /**
@@ -40,10 +42,10 @@ export class RetentionService {
     this.connection = new Redis(options.redisUrl, { maxRetriesPerRequest: null, lazyConnect: true });
     this.connection.on('error', (error) => logger.debug({ err: error }, 'retention redis'));
     const common = { connection: this.connection, ...(options.prefix ? { prefix: options.prefix } : {}) };
-    this.queue = new Queue(RETENTION_QUEUE, common);
+    this.queue = new Queue(options.queue ?? RETENTION_QUEUE, common);
     this.queue.on('error', (error) => logger.debug({ err: error }, 'retention queue'));
     this.worker = new Worker(
-      RETENTION_QUEUE,
+      options.queue ?? RETENTION_QUEUE,
       async () => {
         const result = await sweepExpired(options.db, {
           now: (options.clock ?? Date.now)(),
@@ -72,7 +74,7 @@ export class RetentionService {
   /** Queues one sweep now and waits for a worker to finish it. */
   async runNow(timeoutMs = 30_000): Promise<SweepResult> {
     this.eventsConnection ??= this.connection.duplicate();
-    this.events ??= new QueueEvents(RETENTION_QUEUE, {
+    this.events ??= new QueueEvents(this.options.queue ?? RETENTION_QUEUE, {
       connection: this.eventsConnection,
       ...(this.options.prefix ? { prefix: this.options.prefix } : {}),
     });

@@ -2,10 +2,13 @@
 // <mode> ...`. Used by test/pool-leases.test.ts; prints one JSON line per event.
 import { Redis } from 'ioredis';
 import { LeaseStore } from '../../runtime/pool/leases.ts';
+import { redisNamespace } from '../../runtime/queues/namespace.ts';
 
 const [redisUrl, mode, ...args] = process.argv.slice(2);
 const redis = new Redis(redisUrl!, { maxRetriesPerRequest: 1 });
 const now = () => performance.timeOrigin + performance.now();
+// The installation whose lease keys the contenders share: the test passes its own.
+const keys = redisNamespace(process.env.EBCC_TEST_INSTALLATION ?? 'inst_contender');
 const say = (event: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(event)}\n`);
 
 if (mode === 'contend') {
@@ -13,7 +16,7 @@ if (mode === 'contend') {
   const resources = args[0]!.split(',');
   const rounds = Number(args[1]);
   const holdMs = Number(args[2]);
-  const store = new LeaseStore(redis, redisUrl!, `contender:${process.pid}`, { ttlMs: 10_000 });
+  const store = new LeaseStore(redis, redisUrl!, `contender:${process.pid}`, { ttlMs: 10_000, keys });
   await redis.ping();
   let held = 0;
   for (let i = 0; held < rounds; i++) {
@@ -30,7 +33,7 @@ if (mode === 'contend') {
   redis.disconnect();
 } else if (mode === 'hold') {
   // hold <resource> <ttlMs>: takes the lease, says so, and keeps renewing it until killed.
-  const store = new LeaseStore(redis, redisUrl!, `holder:${process.pid}`, { ttlMs: Number(args[1]) });
+  const store = new LeaseStore(redis, redisUrl!, `holder:${process.pid}`, { ttlMs: Number(args[1]), keys });
   await redis.ping();
   const lease = await store.tryAcquire(args[0]!);
   say({ held: Boolean(lease), token: lease?.token ?? null });

@@ -9,6 +9,8 @@ export interface ServerProcess {
   /** The gateway itself (under tini), the process a crash test kills. */
   gatewayPid: number;
   url: string;
+  /** Its EBCC_HOME. */
+  home: string;
   output: () => string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
@@ -34,9 +36,8 @@ export async function spawnServer(home: string, env: Record<string, string> = {}
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
   const [url, gatewayPid] = await new Promise<[string, number]>((resolve, reject) => {
-    // Starting takes ~15 s on this 2-core machine when it is shared (load average ~16), most of it tsx
-    // compiling the runtime; a test spawning several servers at once needs more.
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 60_000);
+    // Starting takes seconds of module loading (tsx), many more on a loaded 2-core machine.
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}`)), 240_000);
     const onData = () => {
       const match = /listening on (\S+) \(pid (\d+)\)/.exec(out);
       if (match) {
@@ -47,7 +48,7 @@ export async function spawnServer(home: string, env: Record<string, string> = {}
     child.stdout!.on('data', onData);
     void exited.then(() => reject(new Error(`server exited early:\n${out}`)));
   });
-  return { child, gatewayPid, url, output: () => out, exited };
+  return { child, gatewayPid, url, home, output: () => out, exited };
 }
 
 /** Runs the `ebcc` CLI as a separate process and collects its output and exit code. */
