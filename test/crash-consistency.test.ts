@@ -211,14 +211,20 @@ describe(`${KILLS} random SIGKILLs and Redis restarts under streaming work`, () 
       const work = [client(0), client(1), submitter()];
       let injected = 0;
       for (const fault of plan(KILLS)) {
-        await sleep(30 + Math.random() * 150);
-        if (await inject(fault)) injected++;
+        // A kind may find nothing to kill at its moment (no stage running yet, say): wait for one rather
+        // than count a fault that did not happen.
+        for (let attempt = 0; attempt < 50; attempt++) {
+          await sleep(30 + Math.random() * 150);
+          if (await inject(fault)) {
+            injected++;
+            break;
+          }
+        }
       }
       streaming = false;
       await Promise.all(work);
       expectStillUp();
-      // Some kinds may find nothing to kill at their moment; the plan is then short, never padded.
-      expect(injected).toBeGreaterThanOrEqual(Math.floor(KILLS * 0.9));
+      expect(injected).toBe(KILLS);
       expect(answered.length).toBeGreaterThan(10);
       expect(batchIds.length).toBeGreaterThan(2);
       // Afterwards it simply works.

@@ -17,7 +17,7 @@ const cleanups: (() => Promise<void>)[] = [];
 
 export async function tempDir(prefix = 'ebcc-test-'): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
-  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  cleanups.push(() => rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }));
   return dir;
 }
 
