@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { redisAnswers, startPrivateRedis, type PrivateRedis } from './lib/redis-server.ts';
 
@@ -126,6 +126,21 @@ async function main(): Promise<void> {
       ).catch((error: Error) => `not affirming (${error.message})`);
       console.log(`  evidence verdict (offline, nonce ${nonce}, sim accepted): ${verdict.trim()}`);
     }
+    // Queue-triggered work: one BullMQ job per order, each run through the pool like an invocation.
+    const ordersFile = join(home, 'orders.json');
+    writeFileSync(
+      ordersFile,
+      JSON.stringify(Array.from({ length: 20 }, (_, i) => ({ ...order, orderId: `batch-${i + 1}` }))),
+    );
+    console.log('\n• a batch of 20 orders (ebcc batch submit --wait):');
+    const batch = JSON.parse(
+      await ebcc(['batch', 'submit', 'order-signer', ordersFile, '--wait', '--json'], clientEnv),
+    ) as { id: string; total: number; counts: Record<string, number>; percentDone: number };
+    console.log(
+      `  batch ${batch.id}: ${batch.total} items, ${Object.entries(batch.counts)
+        .map(([status, n]) => `${status} ${n}`)
+        .join(', ')} (${batch.percentDone}% done)`,
+    );
     console.log('\n• instances (ebcc ps):');
     process.stdout.write(await ebcc(['ps'], clientEnv));
   } finally {

@@ -44,6 +44,13 @@ async function eventually(what: string, fn: string, check: (i: PoolInstance[]) =
 const running = (list: PoolInstance[], version = '1.0.0') =>
   list.filter((i) => i.status === 'running' && i.version === version);
 
+/** Answers after `?ms=` milliseconds. */
+const SLOW_ANCHOR = `export default { async fetch(request) {
+  const ms = Number(new URL(request.url).searchParams.get('ms') ?? '0');
+  await new Promise((r) => setTimeout(r, ms));
+  return new Response('ok');
+} }`;
+
 describe('pool upkeep', () => {
   it('pre-warms minWarm on deploy, serves warm, replaces a dead instance, and drains the old version on deploy', async () => {
     const pool = { minWarm: 2, maxInstances: 3, prewarm: true };
@@ -110,6 +117,50 @@ describe('pool upkeep', () => {
     expect(await poolInstances('lazy')).toEqual([]);
     const gone = await callFn(gw, token, 'lazy');
     expect(gone.status).toBe(404);
+  });
+
+  it('deleting a function (no force) drains its pool: the invocation in flight finishes, no new lease, then all is gone', async () => {
+    await deployComposite(gw, token, {
+      name: 'retired',
+      anchor: SLOW_ANCHOR,
+      pool: { minWarm: 2, maxInstances: 2, prewarm: true },
+    });
+    const warm = await eventually('2 pre-warmed instances', 'retired', (l) => running(l).length === 2);
+    const slow = callFn(gw, token, 'retired', { path: '/?ms=2000' });
+    await new Promise((r) => setTimeout(r, 500));
+    const deleting = api(gw.url, token, 'DELETE', '/v1/functions/retired');
+    await new Promise((r) => setTimeout(r, 300));
+    // Draining: the idle instance is not handed out and no new one is started for the function.
+    const during = await callFn(gw, token, 'retired');
+    expect(during.status, during.text).toBe(404);
+    expect(during.body.type).toBe('urn:ebcc:problem:function-deleted');
+    const deleted = await deleting;
+    expect(deleted.status, JSON.stringify(deleted.body)).toBe(204);
+    expect((await slow).status).toBe(200);
+    expect(await poolInstances('retired')).toEqual([]);
+    for (const i of warm) if (i.pid) expect(() => process.kill(i.pid!, 0)).toThrow();
+    expect((await api(gw.url, token, 'GET', '/v1/functions/retired')).status).toBe(404);
+  });
+
+  it('deleting a function cuts an invocation that outlives the grace period, and refuses while an operator holds an instance', async () => {
+    await deployComposite(gw, token, { name: 'stubborn', anchor: SLOW_ANCHOR, pool: { maxInstances: 1 } });
+    const long = callFn(gw, token, 'stubborn', { path: '/?ms=20000' });
+    await eventually('a busy instance', 'stubborn', (l) => running(l).length === 1);
+    const t0 = Date.now();
+    const deleted = await api(gw.url, token, 'DELETE', '/v1/functions/stubborn?grace=500');
+    expect(deleted.status, JSON.stringify(deleted.body)).toBe(204);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect((await long).status).toBeGreaterThanOrEqual(500);
+    expect(await poolInstances('stubborn')).toEqual([]);
+
+    await deployComposite(gw, token, { name: 'held', anchor: SLOW_ANCHOR });
+    const created = await api(gw.url, token, 'POST', '/v1/instances', { function: 'held' });
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    const refused = await api(gw.url, token, 'DELETE', '/v1/functions/held');
+    expect(refused.status).toBe(409);
+    expect(refused.body.operatorInstances).toBe(1);
+    expect((await api(gw.url, token, 'DELETE', '/v1/functions/held?force=true')).status).toBe(204);
+    expect((await api(gw.url, token, 'GET', `/v1/instances/${created.body.id}`)).status).toBe(404);
   });
 
   it('serves per-function metrics in the Prometheus text format to admins', async () => {

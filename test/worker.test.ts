@@ -9,7 +9,18 @@ import { selectRoles } from '../runtime/queues/host.ts';
 import { installationId } from '../db/queries/installation.ts';
 import { migrateDatabase, openDatabase } from '../db/client.ts';
 import { redisNamespace } from '../runtime/queues/namespace.ts';
-import { cleanupAll, repoRoot, tempDir } from './helpers/env.ts';
+import { eq } from 'drizzle-orm';
+import { instances } from '../db/schema.ts';
+import {
+  api,
+  cleanupAll,
+  repoRoot,
+  sampleBundle,
+  sampleOrder,
+  startTestGateway,
+  tempDir,
+  upload,
+} from './helpers/env.ts';
 import { runEbcc } from './helpers/process.ts';
 
 afterAll(cleanupAll);
@@ -29,7 +40,7 @@ describe('ebcc worker', () => {
   it('rejects an unknown role with the known ones (exit 2)', async () => {
     const result = await runEbcc(['worker', '--roles', 'nope'], { EBCC_HOME: await tempDir() });
     expect(result.code).toBe(2);
-    expect(result.stderr).toContain('unknown worker role(s) nope; known: pool');
+    expect(result.stderr).toContain('unknown worker role(s) nope; known: pool, batch');
     expect(selectRoles(['pool']).map((r) => r.name)).toEqual(['pool']);
     expect(WORKER_ROLES.map((r) => r.name)).toContain('pool');
   }, 120_000);
@@ -75,7 +86,7 @@ describe('ebcc worker', () => {
     const redis = new Redis(redisUrl);
     try {
       await running;
-      expect(out).toMatch(/ebcc worker running as \S+ \(pid \d+\): roles pool/);
+      expect(out).toMatch(/ebcc worker running as \S+ \(pid \d+\): roles pool, batch/);
       const queueName = ns.upkeepQueue(
         `${process.env.EBCC_NODE_ID ?? (await import('node:os')).hostname()}:${child.pid}`,
       );
@@ -95,4 +106,63 @@ describe('ebcc worker', () => {
       redis.disconnect();
     }
   }, 120_000);
+
+  it('runs batch items: a gateway without batch workers takes the batch, the worker runs every item', async () => {
+    const gw = await startTestGateway({ batchWorkers: false });
+    const token = await gw.token('acme', ['admin']);
+    expect((await upload(gw.url, token, await sampleBundle())).status).toBe(201);
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', join(repoRoot, 'runtime/cli/entry.ts'), 'worker', '--roles', 'batch'],
+      {
+        cwd: repoRoot,
+        env: {
+          ...process.env,
+          EBCC_HOME: await tempDir(),
+          EBCC_DB_URL: gw.config.dbUrl,
+          EBCC_KEK_FILE: gw.config.kek.file,
+          EBCC_QUEUE_PREFIX: gw.config.queuePrefix,
+          EBCC_NODE_ID: 'batch-worker',
+          REDIS_URL: gw.config.redisUrl,
+          EBCC_LOG_LEVEL: 'warn',
+          EBCC_SUPERVISED: '1',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d));
+    child.stderr.on('data', (d: Buffer) => (out += d));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      const items = [0, 1, 2].map((i) => sampleOrder(`w-${i}`));
+      const submitted = await api(gw.url, token, 'POST', '/v1/functions/order-signer/batches', items);
+      expect(submitted.status).toBe(202);
+      let body: any;
+      for (let i = 0; i < 900; i++) {
+        body = (await api(gw.url, token, 'GET', `/v1/batches/${submitted.body.id}?limit=10`)).body;
+        if (body.complete) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(body.counts, out).toEqual({ queued: 0, succeeded: 3, failed: 0, dead: 0 });
+      expect(out).toMatch(/roles batch\n/);
+      // The items ran on the worker's own pool node.
+      for (const item of body.items) expect(item.invocationId).toMatch(/^inv_/);
+      const hosts = await gw.database.db
+        .select({ host: instances.hostId })
+        .from(instances)
+        .where(
+          eq(
+            instances.functionId,
+            (await gw.database.client.execute("select id from functions where name = 'order-signer'"))
+              .rows[0]!.id as string,
+          ),
+        );
+      expect(new Set(hosts.map((h) => h.host))).toEqual(new Set(['batch-worker']));
+      child.kill('SIGTERM');
+      expect(await exited, out).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  }, 300_000);
 });

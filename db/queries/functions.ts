@@ -6,8 +6,6 @@ export type FunctionRow = typeof functions.$inferSelect;
 export type VersionRow = typeof functionVersions.$inferSelect;
 export type StageRow = typeof stages.$inferSelect;
 
-export const LIVE_STATUSES = ['creating', 'created', 'running'] as const;
-
 export async function findFunction(db: Db, name: string): Promise<FunctionRow | undefined> {
   return db.query.functions.findFirst({ where: eq(functions.name, name) });
 }
@@ -72,15 +70,6 @@ export async function versionFileBlobs(db: Db, versionId: string) {
     .from(versionFiles)
     .innerJoin(blobs, eq(blobs.digest, versionFiles.blobDigest))
     .where(eq(versionFiles.versionId, versionId));
-}
-
-export async function countLiveInstances(db: Db, functionId: string): Promise<number> {
-  const row = await db
-    .select({ n: sql<number>`count(*)` })
-    .from(instances)
-    .where(and(eq(instances.functionId, functionId), inArray(instances.status, [...LIVE_STATUSES])))
-    .get();
-  return row?.n ?? 0;
 }
 
 export interface NewVersion {

@@ -64,6 +64,8 @@ export class LocalPool {
   private readonly drainReason = new WeakMap<LiveInstance, ChurnReason>();
   private readonly removing = new WeakSet<LiveInstance>();
   readonly served = new Map<string, ServedFunction>();
+  /** Functions being deleted (`<tenant>\0<name>`): they get no new lease while their pool drains. */
+  private readonly retiring = new Set<string>();
   private closing = false;
   private readonly maxWaitMs: number;
 
@@ -120,6 +122,7 @@ export class LocalPool {
   ): Promise<Lease> {
     const t0 = performance.now();
     if (this.closing) throw shuttingDown();
+    if (this.retiring.has(`${tenantId}\0${functionName}`)) throw beingDeleted(functionName);
     const leases = policy.concurrent ? undefined : this.options.leases;
     if (leases && !leases.available) {
       this.rejectFor(functionName, 'redis-unavailable');
@@ -303,20 +306,41 @@ export class LocalPool {
       );
   }
 
+  /** This node's live instances of a function that an operator created (not the pool's). */
+  operatorInstances(functionId: string): LiveInstance[] {
+    return [...this.manager.live.values()].filter(
+      (i) => i.functionId === functionId && i.managedBy === 'operator' && i.status !== 'stopped',
+    );
+  }
+
   /**
-   * Drains every instance of a function on this node: none is handed out any more, idle ones are
-   * deleted now, busy ones when their invocation ends, and whatever is still busy at the deadline is
-   * deleted with force.
+   * Drains every instance of a function on this node, for its deletion: no lease is given for the
+   * function any more (callers waiting for one are told it is going), idle instances are deleted now,
+   * busy ones when their invocation ends, and whatever is still busy at the deadline is deleted with
+   * force. New leases stay refused until `done` runs (after the function's rows are gone).
    */
-  async drainFunction(functionId: string, deadlineMs = 10_000): Promise<void> {
-    const doomed = [...this.manager.live.values()].filter((i) => i.functionId === functionId);
-    this.served.delete(functionId);
+  async drainFunction(
+    fn: { id: string; tenantId: string; name: string },
+    deadlineMs = 10_000,
+  ): Promise<{ done: () => void }> {
+    const key = `${fn.tenantId}\0${fn.name}`;
+    this.retiring.add(key);
+    const doomed = [...this.manager.live.values()].filter((i) => i.functionId === fn.id);
+    this.served.delete(fn.id);
     for (const i of doomed) this.drain(i, 'deleted');
+    for (const versionId of new Set(doomed.map((i) => i.version.row.id))) {
+      for (const waiter of this.waiters.get(versionId) ?? []) {
+        clearTimeout(waiter.timer);
+        waiter.reject(beingDeleted(fn.name));
+      }
+      this.waiters.delete(versionId);
+    }
     const deadline = Date.now() + deadlineMs;
     while (doomed.some((i) => i.inflight > 0 && this.manager.live.has(i.cid)) && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20));
     }
     await Promise.all(doomed.map((i) => this.remove(i, 'deleted')));
+    return { done: () => this.retiring.delete(key) };
   }
 
   /** Hands the instance out no more; it is removed (counted under `reason`) once idle. */
@@ -384,6 +408,10 @@ function exhausted(functionName: string, policy: PoolPolicy): Problem {
     `all ${policy.maxInstances} instance(s) of "${functionName}" are busy`,
     { retryAfter: 1 },
   );
+}
+
+function beingDeleted(functionName: string): Problem {
+  return new Problem(404, 'function-deleted', 'Not found', `function "${functionName}" is being deleted`);
 }
 
 function shuttingDown(): Problem {

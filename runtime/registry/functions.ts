@@ -1,6 +1,5 @@
 import type { Db } from '../../db/client.ts';
 import {
-  countLiveInstances,
   deleteFunctionRows,
   findFunction,
   findVersion,
@@ -72,18 +71,28 @@ export async function deleteFunction(
   db: Db,
   fn: FunctionRow,
   force: boolean,
-  stopInstances: (functionId: string) => Promise<void>,
+  pool: {
+    /** How many live instances of the function an operator created on this node. */
+    operatorInstances: (functionId: string) => number;
+    /** Drains and deletes this node's instances of the function; `done` once the rows are gone. */
+    drain: (fn: FunctionRow) => Promise<{ done: () => void }>;
+  },
 ): Promise<void> {
-  const live = await countLiveInstances(db, fn.id);
-  if (live > 0 && !force) {
+  // The pool's instances are the function's own and go with it; instances an operator made are theirs.
+  const held = pool.operatorInstances(fn.id);
+  if (held > 0 && !force) {
     throw new Problem(
       409,
       'function-has-instances',
       'Conflict',
-      `function "${fn.name}" has ${live} live instance(s); stop them or delete with force`,
-      { liveInstances: live },
+      `function "${fn.name}" has ${held} instance(s) created by an operator; delete them or delete with force`,
+      { operatorInstances: held },
     );
   }
-  if (live > 0) await stopInstances(fn.id);
-  await deleteFunctionRows(db, fn.id);
+  const drained = await pool.drain(fn);
+  try {
+    await deleteFunctionRows(db, fn.id);
+  } finally {
+    drained.done();
+  }
 }

@@ -11,7 +11,11 @@ import { receiveBundle } from '../upload.ts';
 import { jsonBody, parseWith } from '../validate.ts';
 
 const rollbackBody = z.strictObject({ version: versionString.optional() });
-const deleteQuery = z.strictObject({ force: z.enum(['true', 'false', '1', '0']).optional() });
+const deleteQuery = z.strictObject({
+  force: z.enum(['true', 'false', '1', '0']).optional(),
+  /** How long in-flight invocations may take to finish before their instances are deleted anyway. */
+  grace: z.coerce.number().int().min(0).max(120_000).optional(),
+});
 
 export function functionRoutes(deps: GatewayDeps) {
   const { db, config } = deps;
@@ -61,11 +65,12 @@ export function functionRoutes(deps: GatewayDeps) {
     .delete('/:name', requireScope(db, 'deploy'), async (c) => {
       const query = parseWith(deleteQuery, c.req.query());
       const fn = await ownedFunction(db, c.get('principal').tenantId, c.req.param('name'));
-      // This node drains its instances of the function (in-flight invocations finish first); the
-      // other nodes' upkeep drains theirs once the function is gone.
-      await deleteFunction(db, fn, query.force === 'true' || query.force === '1', (functionId) =>
-        deps.pool.drainFunction(functionId),
-      );
+      // This node drains its instances of the function (no new leases; in-flight invocations finish
+      // until the grace period ends); the other nodes' upkeep drains theirs once the function is gone.
+      await deleteFunction(db, fn, query.force === 'true' || query.force === '1', {
+        operatorInstances: (functionId) => deps.pool.operatorInstances(functionId).length,
+        drain: (row) => deps.pool.drainFunction(row, query.grace ?? 10_000),
+      });
       void deps.node.announce(`deleted ${fn.name}`);
       return c.body(null, 204);
     });
