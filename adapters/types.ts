@@ -127,6 +127,12 @@ export interface TeeAdapter {
   keyBroker?(): Promise<KeyBroker>;
   /** Gives an enclave a secret the broker released to its encryption key; the enclave opens it itself. */
   provisionSecret?(handle: EnclaveHandle, released: Uint8Array): Promise<{ ok: boolean; detail: string }>;
+  /**
+   * Starts the stage program of an enclave once it is attested and holds its released secrets (a
+   * persistent stage's process would otherwise start without them). Backends without it start the
+   * stage at create.
+   */
+  startStage?(handle: EnclaveHandle): Promise<void>;
   /** Tears the enclave down; with `evidence`, first has it sign a final checkpoint closing its chain. */
   destroy(handle: EnclaveHandle, evidence?: EvidenceContext): Promise<{ checkpoint?: Uint8Array }>;
 }

@@ -125,6 +125,13 @@ export function createSimAdapter(config: AdapterConfig): TeeAdapter {
         return { ok: true, detail: `opened ${header.name} inside the enclave` };
       return { ok: false, detail: header.t === 'secret-refused' ? header.reason : `unexpected ${header.t}` };
     },
+    async startStage(handle) {
+      const enclave = enclaves.get(handle.eid);
+      if (!enclave) throw new Error(`sim enclave ${handle.eid} does not exist`);
+      if (enclave.mode !== 'persistent') return; // a oneshot stage starts with each request
+      const { header } = await enclave.ask({ t: 'start' });
+      if (header.t !== 'started') throw new Error(`the sim enclave answered ${header.t} to start`);
+    },
     async attest(handle, binding) {
       return monitor.attest(handle.measurement, binding);
     },

@@ -108,6 +108,10 @@ export class ShimEnclave {
     this.keys.catch(() => undefined);
   }
 
+  get mode(): StageImage['mode'] {
+    return this.image.mode;
+  }
+
   get alive(): boolean {
     return this.exit === undefined;
   }

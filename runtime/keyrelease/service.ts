@@ -1,4 +1,4 @@
-import { and, asc, eq } from 'drizzle-orm';
+import { and, asc, eq, inArray } from 'drizzle-orm';
 import {
   getAdapter,
   DEFAULT_BACKEND,
@@ -17,6 +17,23 @@ import { parsePolicy, type ReleasePolicy } from './release.ts';
 
 export const KEY_BROKER_FORMAT = 'ebcc-key-broker/1';
 const SECRET_NAME = /^[a-z][a-z0-9-]{0,63}$/;
+
+/** A secret a stage's manifest declares (manifest `stages[].secrets`). */
+export interface DeclaredSecret {
+  name: string;
+  optional: boolean;
+}
+
+/** A stage enclave that may not start: a secret it declared was refused, or is missing. */
+export class SecretReleaseError extends Error {
+  constructor(
+    readonly stage: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'SecretReleaseError';
+  }
+}
 
 /** A freshly attested enclave that may be owed secrets. */
 export interface ReadyEnclave {
@@ -121,59 +138,87 @@ export class KeyReleaseService {
     }));
   }
 
-  /** Called when an enclave has been attested: releases to it every secret whose policy names its stage. */
+  /**
+   * Called when an enclave has been attested, before its stage program starts: has the broker release
+   * to it each secret its stage declares. Every decision is logged with the enclave's evidence. Throws
+   * SecretReleaseError when a declared secret is refused, or is missing and not optional: the enclave
+   * must then not start (a stage never silently runs without a secret it declared).
+   */
   async releaseTo(
     functionId: string,
     enclave: ReadyEnclave,
+    declared: readonly DeclaredSecret[],
   ): Promise<{ name: string; released: boolean; reason: string }[]> {
+    if (!declared.length) return [];
     const { handle, native, cid } = enclave;
-    if (!handle.publicKey || !handle.encryptionKey) return [];
+    const stage = handle.stage;
+    if (!handle.publicKey || !handle.encryptionKey)
+      throw new SecretReleaseError(
+        stage,
+        `the ${handle.backend} backend gives stage "${stage}" no attested encryption key to release its secrets to`,
+      );
     const secrets = await this.db
       .select()
       .from(sealedSecrets)
-      .where(and(eq(sealedSecrets.functionId, functionId), eq(sealedSecrets.stage, handle.stage)));
-    if (!secrets.length) return [];
-    const adapter = this.adapterFor(handle.backend);
-    const broker = await this.broker(handle.backend);
-    const requester = {
-      cid,
-      eid: handle.eid,
-      stage: handle.stage,
-      publicKey: Buffer.from(handle.publicKey).toString('hex'),
-      encryptionKey: Buffer.from(handle.encryptionKey).toString('hex'),
-      nativeFormat: native.format,
-      nativeEvidence: toBase64(native.bytes),
-      measurement: handle.measurement,
-    };
+      .where(
+        and(
+          eq(sealedSecrets.functionId, functionId),
+          inArray(
+            sealedSecrets.name,
+            declared.map((d) => d.name),
+          ),
+        ),
+      );
+    const failures: string[] = [];
+    for (const wanted of declared)
+      if (!wanted.optional && !secrets.some((s) => s.name === wanted.name))
+        failures.push(`secret "${wanted.name}" is declared by stage "${stage}" but has not been uploaded`);
     const outcomes = [];
-    for (const secret of secrets) {
-      const decided = await broker.release(secret.envelope, requester);
-      let released = decided.ok;
-      let reason = decided.ok
-        ? `released to ${cid}/${handle.eid}, sealed to its encryption key`
-        : decided.reason;
-      if (decided.ok) {
-        const provisioned = adapter.provisionSecret
-          ? await adapter.provisionSecret(handle, decided.released)
-          : { ok: false, detail: 'the backend cannot provision secrets' };
-        if (!provisioned.ok) {
-          released = false;
-          reason = `released, but the enclave did not open it: ${provisioned.detail}`;
-        }
-      }
-      await this.db.insert(keyReleases).values({
-        id: newId('kr'),
-        secretId: secret.id,
+    if (secrets.length) {
+      const adapter = this.adapterFor(handle.backend);
+      const broker = await this.broker(handle.backend);
+      const requester = {
         cid,
         eid: handle.eid,
-        stage: handle.stage,
-        measurement: `${handle.measurement.alg}:${handle.measurement.value}`,
-        released,
-        reason,
-        nativeEvidence: Buffer.from(native.bytes),
-      });
-      outcomes.push({ name: secret.name, released, reason });
+        stage,
+        publicKey: Buffer.from(handle.publicKey).toString('hex'),
+        encryptionKey: Buffer.from(handle.encryptionKey).toString('hex'),
+        nativeFormat: native.format,
+        nativeEvidence: toBase64(native.bytes),
+        measurement: handle.measurement,
+      };
+      for (const secret of secrets) {
+        const decided = await broker.release(secret.envelope, requester);
+        let released = decided.ok;
+        let reason = decided.ok
+          ? `released to ${cid}/${handle.eid}, sealed to its encryption key`
+          : decided.reason;
+        if (decided.ok) {
+          const provisioned = adapter.provisionSecret
+            ? await adapter.provisionSecret(handle, decided.released)
+            : { ok: false, detail: 'the backend cannot provision secrets' };
+          if (!provisioned.ok) {
+            released = false;
+            reason = `released, but the enclave did not open it: ${provisioned.detail}`;
+          }
+        }
+        await this.db.insert(keyReleases).values({
+          id: newId('kr'),
+          secretId: secret.id,
+          cid,
+          eid: handle.eid,
+          stage,
+          measurement: `${handle.measurement.alg}:${handle.measurement.value}`,
+          released,
+          reason,
+          nativeEvidence: Buffer.from(native.bytes),
+        });
+        if (!released)
+          failures.push(`secret "${secret.name}" was not released to stage "${stage}": ${reason}`);
+        outcomes.push({ name: secret.name, released, reason });
+      }
     }
+    if (failures.length) throw new SecretReleaseError(stage, failures.join('; '));
     return outcomes;
   }
 }

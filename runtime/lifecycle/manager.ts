@@ -116,7 +116,12 @@ export class CompositeManager {
       this.deps.eids,
       this.deps.committer,
       undefined,
-      (enclave) => keyRelease.releaseTo(fn.id, enclave),
+      (enclave) =>
+        keyRelease.releaseTo(
+          fn.id,
+          enclave,
+          loaded.manifest.stages.find((s) => s.name === enclave.handle.stage)?.secrets ?? [],
+        ),
     );
     const instance = new LiveInstance(
       cid,
@@ -175,6 +180,8 @@ export class CompositeManager {
         await stages.destroy();
         this.live.delete(cid);
         await this.deps.committer.submit((tx) => tx.delete(instances).where(eq(instances.cid, cid)));
+        // A forced delete that came while this was being made waits for the instance to stop.
+        instance.stop({ exitStatus: null, reason: `creation failed: ${(error as Error).message}` });
         if (error instanceof AnchorLoadError && error.transient)
           throw new Problem(503, 'anchor-start-failed', 'Anchor failed to start', error.message, {
             retryAfter: 1,

@@ -130,6 +130,25 @@ export const stageSchema = z.strictObject({
       publicFields: z.array(z.string().min(1).max(64)).max(64).default([]),
     })
     .optional(),
+  /**
+   * Secrets the tenant uploads sealed to the key broker (docs/security.md, "Key release"), released to
+   * each enclave of this stage after attestation and before the stage program starts; the stage finds
+   * each as EBCC_SECRET_<NAME>. A declared secret that is refused fails the enclave's start. `optional`
+   * only lets the stage start while the tenant has uploaded no secret of that name: it never excuses a
+   * refusal. Undeclared secrets are never asked for.
+   */
+  secrets: z
+    .array(
+      z.strictObject({
+        name: z
+          .string()
+          .regex(/^[a-z][a-z0-9-]{0,63}$/, 'must be lower-case letters, digits and "-", from a letter'),
+        optional: z.boolean().default(false),
+      }),
+    )
+    .max(16)
+    .default([])
+    .refine((list) => new Set(list.map((s) => s.name)).size === list.length, 'secret names must be unique'),
   /** Pinned reference values: deploy is refused when the computed ones differ. */
   reference: z
     .strictObject({

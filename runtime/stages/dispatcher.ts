@@ -20,6 +20,7 @@ import type { DataKey } from '../keys/data-keys.ts';
 import { enclaveBinding } from '../evidence/binding.ts';
 import { parseSealedRequest, SealError } from '../seal/envelope.ts';
 import { newId } from '../ids.ts';
+import { SecretReleaseError } from '../keyrelease/service.ts';
 import { sha256Digest } from '../registry/digest.ts';
 import type { EidAllocator } from './eid-allocator.ts';
 import type { RequestValidator } from './request-schema.ts';
@@ -32,6 +33,7 @@ export type StageErrorCode =
   | 'response-too-large'
   | 'backend-unavailable'
   | 'enclave-start-failed'
+  | 'secret-release-refused'
   | 'stopped'
   | 'request-not-sealed'
   | 'sealed-key-unknown'
@@ -126,7 +128,10 @@ export class InstanceStages {
     private readonly eids: EidAllocator,
     private readonly committer: GroupCommitter,
     private readonly adapterFor: (backend: string) => TeeAdapter = getAdapter,
-    /** Called once an enclave is attested, before it serves anything (key release hands it its secrets). */
+    /**
+     * Called once an enclave is attested, before its stage program starts (key release hands it its
+     * secrets). A rejection fails the enclave's start; its message says why.
+     */
     private readonly onAttested?: (enclave: EnclaveKey) => Promise<unknown>,
   ) {}
 
@@ -183,8 +188,23 @@ export class InstanceStages {
         throw error;
       }
       enclave.nativeDigest = sha256(enclave.native.bytes);
-      // A refusal is logged by the key release itself; the enclave serves without the secret.
-      await this.onAttested?.({ cid: this.cid, handle, native: enclave.native }).catch(() => undefined);
+    }
+    try {
+      // An enclave without native evidence is offered too, so that a secret it declared is refused.
+      const native = enclave.native ?? { format: 'none', bytes: new Uint8Array(0) };
+      await this.onAttested?.({ cid: this.cid, handle, native });
+    } catch (error) {
+      // Never a silent fallback: a stage that declared a secret it was refused does not run at all.
+      await adapter.destroy(handle).catch(() => undefined);
+      const code = error instanceof SecretReleaseError ? 'secret-release-refused' : 'enclave-start-failed';
+      throw new StageError(code, (error as Error).message, 503, eid);
+    }
+    try {
+      // Only now, with its secrets inside, does the enclave start the stage program.
+      await adapter.startStage?.(handle);
+    } catch (error) {
+      await adapter.destroy(handle).catch(() => undefined);
+      throw new StageError('enclave-start-failed', (error as Error).message, 503, eid);
     }
     if (record) await this.committer.submit(enclaveRecord(enclave));
     return enclave;

@@ -34,9 +34,15 @@ function contains(haystack: Buffer, needles: Buffer[]): boolean {
   return needles.some((n) => haystack.includes(n));
 }
 
-/** The needles to look for: the marker as bytes, and as UTF-16LE (how V8 may hold a two-byte string). */
-export function needlesOf(marker: string): Buffer[] {
-  return [Buffer.from(marker, 'latin1'), Buffer.from(marker, 'utf16le')];
+/**
+ * The needles to look for: each marker as bytes, and as UTF-16LE (how V8 may hold a two-byte string).
+ * Several markers are looked for in one pass over the memory, files or keys.
+ */
+export function needlesOf(marker: string | readonly string[]): Buffer[] {
+  return (typeof marker === 'string' ? [marker] : marker).flatMap((m) => [
+    Buffer.from(m, 'latin1'),
+    Buffer.from(m, 'utf16le'),
+  ]);
 }
 
 /**
@@ -44,7 +50,10 @@ export function needlesOf(marker: string): Buffer[] {
  * mappings of /proc/<pid>/maps). Returns the number of bytes scanned too, so a caller can tell a scan
  * that read nothing from one that found nothing.
  */
-export function scanProcessMemory(pid: number, marker: string): { found: boolean; scanned: number } {
+export function scanProcessMemory(
+  pid: number,
+  marker: string | readonly string[],
+): { found: boolean; scanned: number } {
   const needles = needlesOf(marker);
   const overlap = Math.max(...needles.map((n) => n.length));
   const maps = readFileSync(`/proc/${pid}/maps`, 'utf8').trim().split('\n');
@@ -81,7 +90,10 @@ export function scanProcessMemory(pid: number, marker: string): { found: boolean
 }
 
 /** Every regular file under `dir` whose bytes contain the marker, and how many files were read. */
-export function scanFiles(dir: string, marker: string): { hits: string[]; files: number } {
+export function scanFiles(
+  dir: string,
+  marker: string | readonly string[],
+): { hits: string[]; files: number } {
   const needles = needlesOf(marker);
   const hits: string[] = [];
   let files = 0;
@@ -100,7 +112,10 @@ export function scanFiles(dir: string, marker: string): { hits: string[]; files:
 }
 
 /** Every Redis key whose name or DUMPed value contains the marker, and how many keys were read. */
-export async function scanRedis(redis: Redis, marker: string): Promise<{ hits: string[]; keys: number }> {
+export async function scanRedis(
+  redis: Redis,
+  marker: string | readonly string[],
+): Promise<{ hits: string[]; keys: number }> {
   const needles = needlesOf(marker);
   const hits: string[] = [];
   let keys = 0;

@@ -193,7 +193,13 @@ class PersistentStage {
   }
 }
 
-const persistent = mode === 'persistent' ? new PersistentStage() : undefined;
+/**
+ * A persistent stage's process starts only when the host says the enclave is ready (`start`), after
+ * the secrets released to it have been opened here, so that its environment holds them; a `run` that
+ * comes first starts it too.
+ */
+let persistentProcess: PersistentStage | undefined;
+const persistentStage = () => (persistentProcess ??= new PersistentStage());
 
 function handleKeyRelease(header: HostToShim, body: Buffer): boolean {
   if (header.t === 'release') {
@@ -207,6 +213,11 @@ function handleKeyRelease(header: HostToShim, body: Buffer): boolean {
     return true;
   }
   if (header.t === 'secret') {
+    if (persistentProcess) {
+      // Its environment is fixed: a secret opened now would never reach the stage.
+      send({ t: 'secret-refused', reason: 'the stage program has already started' });
+      return true;
+    }
     try {
       const { name, secret } = openReleased(body, header, encryptionKey);
       secrets.set(name, secret);
@@ -273,6 +284,11 @@ function identity(context: ExecutionContext) {
 async function handle(header: HostToShim, body: Buffer, key: KeyObject): Promise<void> {
   if (handleKeyRelease(header, body)) return;
   if (header.t === 'release' || header.t === 'secret') return;
+  if (header.t === 'start') {
+    if (mode === 'persistent') persistentStage();
+    send({ t: 'started', secrets: [...secrets.keys()] });
+    return;
+  }
   prev ??= genesisDigest(header.context.eid, rawPublicKey);
   if (header.t === 'checkpoint') {
     seq += 1;
@@ -284,6 +300,7 @@ async function handle(header: HostToShim, body: Buffer, key: KeyObject): Promise
     return;
   }
   const { context } = header;
+  const persistent = mode === 'persistent' ? persistentStage() : undefined;
   if (persistent?.ended) {
     send({ t: 'unavailable', exit: persistent.ended });
     return;

@@ -27,7 +27,9 @@ export type HostToShim =
   /** Key broker only. Body: the tenant's sealed secret; the requester is the enclave that wants it. */
   | { t: 'release'; requester: Requester }
   /** Body: a secret the broker released to this enclave's encryption key. */
-  | { t: 'secret'; cid: string; eid: number; stage: string };
+  | { t: 'secret'; cid: string; eid: number; stage: string }
+  /** The enclave is attested and holds its secrets: start the stage program (persistent stages). */
+  | { t: 'start' };
 
 export interface ShimExit {
   code: number | null;
@@ -53,4 +55,6 @@ export type ShimToHost =
   | { t: 'released'; ok: true; name: string }
   | { t: 'released'; ok: false; reason: string }
   | { t: 'secret-opened'; name: string }
-  | { t: 'secret-refused'; reason: string };
+  | { t: 'secret-refused'; reason: string }
+  /** The names of the secrets the stage program was started with. */
+  | { t: 'started'; secrets: string[] };

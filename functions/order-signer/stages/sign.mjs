@@ -1,9 +1,28 @@
-// The confidential stage: it makes its Ed25519 key when the enclave starts, so the key exists only
-// inside the enclave, and signs the canonical bytes of each order it is given.
-import { createHash, generateKeyPairSync, sign } from 'node:crypto';
+// The confidential stage: it signs the canonical bytes of each order it is given with an Ed25519 key.
+// The key is the tenant's when the tenant uploaded one (secret `signing-key`, a 32-byte Ed25519 seed,
+// released by EBCC only to an enclave whose measurement the tenant's policy allows, and opened inside
+// it); otherwise the stage makes one when the enclave starts, which then exists only inside it.
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign } from 'node:crypto';
 import { readAll, readFrames, writeFrame } from './frames.mjs';
 
-const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+// PKCS#8 DER of an Ed25519 private key is this fixed prefix and the 32-byte seed (RFC 8410).
+const ED25519_PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+
+function signingKey() {
+  const released = process.env.EBCC_SECRET_SIGNING_KEY;
+  if (!released) return { ...generateKeyPairSync('ed25519'), source: 'enclave' };
+  const seed = Buffer.from(released, 'base64url');
+  if (seed.length !== 32)
+    throw new Error(`the signing-key secret is ${seed.length} bytes, not a 32-byte seed`);
+  const privateKey = createPrivateKey({
+    key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]),
+    format: 'der',
+    type: 'pkcs8',
+  });
+  return { privateKey, publicKey: createPublicKey(privateKey), source: 'tenant' };
+}
+
+const { privateKey, publicKey, source } = signingKey();
 const publicKeyHex = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32).toString('hex');
 
 function canonical(value) {
@@ -28,6 +47,7 @@ function handle(request) {
       digest: createHash('sha256').update(message).digest('hex'),
       signature,
       publicKey: publicKeyHex,
+      keySource: source,
     }),
   );
 }
