@@ -105,6 +105,8 @@ export interface StageResult {
   evidence?: Uint8Array;
   /** The metadata the enclave signed, exactly as signed. */
   boundMetadata?: Uint8Array;
+  /** Time the enclave reports it spent making `evidence` (part of the run's execute time), ms. */
+  evidenceMs?: number;
 }
 
 export interface NativeEvidence {

@@ -19,7 +19,6 @@ import { FUNCTIONS_DIR } from './lib/gateway-env.ts';
 import { summarizeProfile, type ProfileSummary } from './lib/profile.ts';
 
 const ROOT = join(import.meta.dirname, '..');
-export const BATCH_TARGET_JOBS_PER_S = 1_000;
 
 export interface BatchLevel {
   concurrency: number;
@@ -263,59 +262,4 @@ export async function runBatchBench(options: {
     }
   }
   return { date: new Date().toISOString(), pool, levels, loadAverage, ...(profile ? { profile } : {}) };
-}
-
-const SECTION = '## 6. Batch throughput';
-
-/** Splices the batch target row and section into docs/benchmarks.md, replacing an earlier one. */
-export function batchDocs(markdown: string, r: BatchBenchResult): string {
-  const best = r.levels.reduce((a, b) => (b.jobsPerS > a.jobsPerS ? b : a));
-  const pass = best.jobsPerS >= BATCH_TARGET_JOBS_PER_S;
-  const lines = markdown.split('\n').filter((l) => !l.startsWith('| Batch throughput'));
-  const start = lines.findIndex((l) => /^## \d+\. Batch throughput/.test(l));
-  if (start >= 0) {
-    let end = start + 1;
-    while (end < lines.length && !lines[end]!.startsWith('## ')) end++;
-    lines.splice(start, end - start);
-  }
-  const row = `| Batch throughput, trivial persistent-stage function, results durable (best worker concurrency) | ≥ ${BATCH_TARGET_JOBS_PER_S} jobs/s | ${best.jobsPerS} jobs/s at concurrency ${best.concurrency} | ${pass ? 'PASS' : '**MISS**'} |`;
-  const targets = lines.findIndex((l) => l.startsWith('## Targets'));
-  let end = targets + 1;
-  while (end < lines.length && !lines[end]!.startsWith('|')) end++;
-  while (end < lines.length && lines[end]!.startsWith('|')) end++;
-  lines.splice(end, 0, row);
-  const cpu = best.cpuMsPerJob;
-  const total = cpu.gateway + cpu.sandboxes + (cpu.redis ?? 0);
-  const section = [
-    SECTION,
-    '',
-    `Measured ${r.date} by \`npm run bench -- --only=batch\` ([bench/batch-bench.ts](../bench/batch-bench.ts)), load average ${r.loadAverage.map((v) => v.toFixed(2)).join(', ')} at the end. One \`ebcc serve\` process (gateway and batch workers, the single-node default) per level, a fresh libSQL file each time; the function is [bench/functions/http-stage](../bench/functions/http-stage) (an anchor calling one trivial persistent stage) with pool \`${JSON.stringify(r.pool)}\`. A batch of ${best.items} items is POSTed and polled until no item is queued; the time counts from the POST to the first poll (every 250 ms) that sees the batch complete, so every result is durable. Each run is checked: one succeeded item, one invocation record and one stage execution per item.`,
-    '',
-    '| worker concurrency | items | jobs/s | run s | submit ms | CPU ms/job: gateway+workers | sandboxes | Redis | mean anchor ms | mean acquire ms |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
-    ...r.levels.map(
-      (l) =>
-        `| ${l.concurrency} | ${l.items} | ${l.jobsPerS} | ${(l.runMs / 1000).toFixed(2)} | ${l.submitMs} | ${l.cpuMsPerJob.gateway} | ${l.cpuMsPerJob.sandboxes} | ${l.cpuMsPerJob.redis ?? '-'} | ${l.meanAnchorMs} | ${l.meanAcquireMs} |`,
-    ),
-    '',
-    `**Where the time goes** (best level, concurrency ${best.concurrency}): about ${total.toFixed(2)} ms of CPU per job on a machine with 2 cores, so the CPU alone caps it near ${(2000 / total).toFixed(0)} jobs/s with nothing else running: ${cpu.gateway.toFixed(2)} ms in the gateway/worker process (BullMQ job handling, the libSQL item read, the invocation through the pool, the anchor and stage frames, artifacts, evidence bookkeeping and the group commit), ${cpu.sandboxes.toFixed(2)} ms in the sandboxed anchor and enclave processes (parsing, the stage call, the shim's hashing and signing of every execution)${cpu.redis === null ? '' : `, ${cpu.redis.toFixed(2)} ms in Redis`}. ${pass ? '' : `The ${BATCH_TARGET_JOBS_PER_S} jobs/s target needs under ${(2000 / BATCH_TARGET_JOBS_PER_S).toFixed(1)} ms of CPU per job in all; the per-job work is what has to shrink (one stage execution with signed evidence and one anchor round trip per item), not the queue.`}`,
-    '',
-    ...(r.profile
-      ? [
-          `**Profile** of the gateway/worker process in a further run at concurrency ${r.profile.concurrency} (${r.profile.items} items, ${r.profile.jobsPerS} jobs/s under the profiler, not counted above): ${r.profile.summary.busyMs.toFixed(0)} ms busy of ${r.profile.summary.wallMs.toFixed(0)} ms wall. The profiler samples wall time, so a synchronous libSQL call waiting on its fsync counts as busy in \`run\`. Self time by package and by function:`,
-          '',
-          '| package / group | ms | share | | function | where | ms |',
-          '| --- | --- | --- | --- | --- | --- | --- |',
-          ...Array.from({ length: 10 }, (_, i) => {
-            const g = r.profile!.summary.groups[i];
-            const f = r.profile!.summary.functions[i];
-            return `| ${g ? `${g.group} | ${g.ms.toFixed(0)} | ${(g.share * 100).toFixed(1)}%` : ' | | '} | | ${f ? `\`${f.fn}\` | ${f.where} | ${f.ms.toFixed(0)}` : ' | | '} |`;
-          }),
-          '',
-        ]
-      : []),
-  ];
-  const notes = lines.findIndex((l) => l.startsWith('## Notes and suggestions'));
-  lines.splice(notes >= 0 ? notes : lines.length, 0, ...section);
-  return lines.join('\n');
 }

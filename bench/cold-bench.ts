@@ -75,7 +75,7 @@ const FLOOR_LIMITS = {
   maxOutputBytes: MiB,
 };
 
-async function floor(kind: Floor): Promise<number> {
+export async function floor(kind: Floor): Promise<number> {
   const t0 = performance.now();
   if (kind === 'spawn-call') {
     const child = spawn('/bin/true', [], { env: {}, stdio: 'ignore' });

@@ -139,9 +139,6 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   console.log(JSON.stringify(result, null, 2));
 }
 
-const SIGN_TARGET_US = 100;
-const VERIFY_TARGET_PER_S = 5000;
-
 export function printEvidence(r: EvidenceBenchResult, log: (line: string) => void): void {
   log(
     `  signExecution (4 KiB request + 4 KiB response): median ${r.signExecutionUs.median.toFixed(1)} µs, min ${r.signExecutionUs.min.toFixed(1)} µs (floor: SHA-256 of 8 KiB + one Ed25519 signature, median ${r.floorSignUs.median.toFixed(1)} µs)`,
@@ -149,35 +146,4 @@ export function printEvidence(r: EvidenceBenchResult, log: (line: string) => voi
   log(
     `  verify: median ${r.verifyPerSecond.median.toFixed(0)} evidences/s over a ${r.chainLength}-entry chain (floor: bare Ed25519 verifications, ${r.floorVerifyPerSecond.median.toFixed(0)}/s)`,
   );
-}
-
-/** Adds the evidence targets and section to the generated docs/benchmarks.md. */
-export function evidenceDocs(markdown: string, r: EvidenceBenchResult): string {
-  const pass = (ok: boolean) => (ok ? 'PASS' : '**MISS**');
-  const rows = [
-    `| Evidence creation per stage execution, 4 KiB payloads (hash + sign), median | ≤ ${SIGN_TARGET_US} µs | ${r.signExecutionUs.median.toFixed(1)} µs (min ${r.signExecutionUs.min.toFixed(1)} µs; floor ${r.floorSignUs.median.toFixed(1)} µs) | ${pass(r.signExecutionUs.median <= SIGN_TARGET_US)} |`,
-    `| Offline verification throughput (\`verifyBundle\`, every check), median | ≥ ${VERIFY_TARGET_PER_S}/s | ${r.verifyPerSecond.median.toFixed(0)}/s (min ${r.verifyPerSecond.min.toFixed(0)}/s; floor ${r.floorVerifyPerSecond.median.toFixed(0)}/s) | ${pass(r.verifyPerSecond.median >= VERIFY_TARGET_PER_S)} |`,
-  ];
-  const lines = markdown.split('\n');
-  const targets = lines.findIndex((l) => l.startsWith('## Targets'));
-  let end = targets + 1;
-  while (end < lines.length && !lines[end]!.startsWith('|')) end++;
-  while (end < lines.length && lines[end]!.startsWith('|')) end++;
-  lines.splice(end, 0, ...rows);
-  const section = [
-    '## 4. Evidence: creation and offline verification',
-    '',
-    'Measured in the benchmark process itself ([bench/evidence-bench.ts](../bench/evidence-bench.ts)), interleaved with its floors round by round.',
-    '',
-    '| measurement | median | min | floor (median) |',
-    '| --- | --- | --- | --- |',
-    `| \`signExecution\`: SHA-256 of a 4 KiB request, a 4 KiB response, the log and the bound metadata, the EAT claims in deterministic CBOR, one Ed25519 COSE_Sign1 | ${r.signExecutionUs.median.toFixed(1)} µs | ${r.signExecutionUs.min.toFixed(1)} µs | ${r.floorSignUs.median.toFixed(1)} µs (SHA-256 of 8 KiB + one Ed25519 signature) |`,
-    `| \`verifyBundle\` over one enclave's chain of ${r.chainLength} executions (native report, signatures, claims, chain links, the last execution's artifacts) | ${r.verifyPerSecond.median.toFixed(0)} evidences/s | ${r.verifyPerSecond.min.toFixed(0)}/s | ${r.floorVerifyPerSecond.median.toFixed(0)}/s (bare Ed25519 verifications) |`,
-    '',
-    `One execution's evidence is ${r.evidenceBytes} bytes. Inside a sim enclave the shim does this work on the stage's behalf (benchmark 1's \`execute\` includes it); the numbers here are the cryptography and encoding alone.`,
-    '',
-  ];
-  const notes = lines.findIndex((l) => l.startsWith('## Notes and suggestions'));
-  lines.splice(notes >= 0 ? notes : lines.length, 0, ...section);
-  return lines.join('\n');
 }

@@ -16,8 +16,6 @@ import { summarize, type Summary } from './lib/stats.ts';
 
 const TA = '8d0c5a4e-3f61-4b2a-a7c9-1e5f2b6d9c30';
 const ORDER = { orderId: 'bench-1', amountCents: 990, currency: 'EUR', items: [{ sku: 'pen', qty: 3 }] };
-export const BEGIN = '<!-- optee-bench:begin -->';
-export const END = '<!-- optee-bench:end -->';
 
 export interface OpteeBenchResult {
   rounds: number;
@@ -125,30 +123,4 @@ export function printOptee(r: OpteeBenchResult, log: (line: string) => void): vo
   log(`  raw agent   median ${r.rawMs.p50.toFixed(1)} ms (min ${r.rawMs.min.toFixed(1)})`);
   log(`  via EBCC    median ${r.ebccMs.p50.toFixed(1)} ms (min ${r.ebccMs.min.toFixed(1)})`);
   log(`  ratio       ${r.ratio.toFixed(2)}×`);
-}
-
-export function opteeDocs(markdown: string, r: OpteeBenchResult, when: string, machine: string): string {
-  const section = [
-    BEGIN,
-    '## OP-TEE stage latency (emulated board)',
-    '',
-    `Measured by \`npm run bench -- --only=optee\` ([bench/optee-bench.ts](../bench/optee-bench.ts)) on ${machine}, ${when}. The board is **emulated**: QEMU (TCG, no KVM) runs TF-A, OP-TEE 4.5 and Linux on this shared machine, so the absolute times are those of an emulator, not of an Arm board. Same TA (order-signer: an ECDSA P-256 signature of the order, plus the attestation TA's signature of the evidence), same agent; ${r.rounds} warm rounds each after one unmeasured round.`,
-    '',
-    '| path | median | min | p90 |',
-    '| --- | --- | --- | --- |',
-    `| raw agent client: INVOKE on an open session | ${r.rawMs.p50.toFixed(1)} ms | ${r.rawMs.min.toFixed(1)} ms | ${r.rawMs.p90.toFixed(1)} ms |`,
-    `| through EBCC: HTTP → gateway → anchor → stage dispatch → optee adapter → agent, artifacts and evidence committed | ${r.ebccMs.p50.toFixed(1)} ms | ${r.ebccMs.min.toFixed(1)} ms | ${r.ebccMs.p90.toFixed(1)} ms |`,
-    '',
-    `Ratio of medians, EBCC / raw: **${r.ratio.toFixed(2)}×**. Most of either path is the emulated secure world (two P-256 signatures under TCG).`,
-    END,
-  ];
-  const start = markdown.indexOf(BEGIN);
-  if (start >= 0) {
-    const end = markdown.indexOf(END, start);
-    return markdown.slice(0, start) + section.join('\n') + markdown.slice(end + END.length);
-  }
-  const lines = markdown.split('\n');
-  const notes = lines.findIndex((l) => l.startsWith('## Notes and suggestions'));
-  lines.splice(notes >= 0 ? notes : lines.length, 0, ...section, '');
-  return lines.join('\n');
 }

@@ -34,6 +34,8 @@ export interface StageSample {
   allocate?: number;
   dispatch?: number;
   execute?: number;
+  /** The part of execute the enclave spent hashing and signing the evidence (as it reports it). */
+  evidence?: number;
   /** The work itself, timed inside the stage process. */
   workMs: number;
 }

@@ -197,7 +197,14 @@ export class ShimEnclave {
     // A refused sealed request ran nothing: the enclave stays. Any other failure ends a persistent one.
     if (exit.reason !== 'exit' && exit.reason !== 'refused' && this.image.mode === 'persistent')
       this.proc.kill();
-    return { response, log, exit, evidence, boundMetadata };
+    return {
+      response,
+      log,
+      exit,
+      evidence,
+      boundMetadata,
+      ...(typeof header.evidenceMs === 'number' ? { evidenceMs: header.evidenceMs } : {}),
+    };
   }
 
   /** One request to the shim that is not a stage run (key release): its answer frame. */

@@ -45,10 +45,17 @@ export async function startGatewayEnv(options: {
   logFile: string;
   trace?: boolean;
   nodeArgs?: string[];
+  /** More environment for the gateway process (e.g. its own sandbox uid range). */
+  env?: Record<string, string>;
 }): Promise<GatewayEnv> {
   const home = await mkdtemp(join(tmpdir(), 'ebcc-bench-home-'));
   const child = await startChild<GatewayReady>(join(BENCH_DIR, 'servers', 'gateway.ts'), {
-    env: { BENCH_HOME: home, REDIS_URL: options.redisUrl, BENCH_TRACE: options.trace ? '1' : '0' },
+    env: {
+      ...options.env,
+      BENCH_HOME: home,
+      REDIS_URL: options.redisUrl,
+      BENCH_TRACE: options.trace ? '1' : '0',
+    },
     logFile: options.logFile,
     nodeArgs: options.nodeArgs,
   }).catch(async (error: Error) => {

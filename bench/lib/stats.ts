@@ -85,14 +85,3 @@ export function bootstrapInterval(
   const sorted = values as unknown as number[];
   return [quantileSorted(sorted, 0.025), quantileSorted(sorted, 0.975)];
 }
-
-/** The empirical CDF, thinned to at most `points` points, for plotting. */
-export function cdfPoints(samples: readonly number[], points = 200): [number, number][] {
-  const sorted = checked(samples, 'a CDF');
-  const step = Math.max(1, Math.floor(sorted.length / points));
-  const out: [number, number][] = [];
-  for (let i = 0; i < sorted.length; i += step) out.push([sorted[i]!, (i + 1) / sorted.length]);
-  const last = sorted.length - 1;
-  if (out[out.length - 1]![0] !== sorted[last]) out.push([sorted[last]!, 1]);
-  return out;
-}

@@ -249,6 +249,7 @@ try {
     EBCC_HOST: '127.0.0.1',
     EBCC_PORT: '0',
     EBCC_LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'info',
+    ...(process.env.EBCC_ANCHOR_EXECUTOR ? { EBCC_ANCHOR_EXECUTOR: process.env.EBCC_ANCHOR_EXECUTOR } : {}),
   });
   const gateway = await startGateway(config);
   if (process.env.BENCH_TRACE === '1') traceSimAdapter();
@@ -315,6 +316,17 @@ try {
         profiler.disconnect();
         profiler = undefined;
         return {};
+      }
+      if (message.type === 'db-bytes') {
+        // The logical database size (as committed, WAL included) less its free pages, and the blob table.
+        const one = async (sql: string) => Number((await database.client.execute(sql)).rows[0]![0]);
+        const pageSize = await one('PRAGMA page_size');
+        return {
+          usedBytes: ((await one('PRAGMA page_count')) - (await one('PRAGMA freelist_count'))) * pageSize,
+          blobBytes: await one('select coalesce(sum(size), 0) from blobs'),
+          invocations: await one('select count(*) from invocations'),
+          executions: await one('select count(*) from stage_executions'),
+        };
       }
       if (message.type === 'db-stats') {
         const invocations = await database.client.execute(

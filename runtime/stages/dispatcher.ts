@@ -73,6 +73,8 @@ export interface StageTimings {
   allocate: number;
   dispatch: number;
   execute: number;
+  /** The part of `execute` the enclave reports for making the evidence, where the backend reports it. */
+  evidence?: number;
 }
 
 export interface StageOutcome {
@@ -425,7 +427,13 @@ export class InstanceStages {
     const checkpoint = oneshot ? await this.destroyEnclave(enclave) : null;
 
     const executionId = newId('sx');
-    const timings = { validate: validateMs, allocate: allocateMs, dispatch: dispatchMs, execute: executeMs };
+    const timings: StageTimings = {
+      validate: validateMs,
+      allocate: allocateMs,
+      dispatch: dispatchMs,
+      execute: executeMs,
+      ...(result.evidenceMs === undefined ? {} : { evidence: result.evidenceMs }),
+    };
     const durable = this.persist(
       executionId,
       invocationId,

@@ -45,7 +45,14 @@ export type ShimToHost =
   /** The enclave's evidence key (Ed25519) and encryption key (X25519), raw, in hex. */
   | { t: 'hello'; publicKey: string; encryptionKey: string }
   /** Body: response ‖ log ‖ metadata ‖ evidence, with these lengths. */
-  | { t: 'result'; seq: number; exit: ShimExit; lengths: [number, number, number, number] }
+  | {
+      t: 'result';
+      seq: number;
+      exit: ShimExit;
+      lengths: [number, number, number, number];
+      /** How long the enclave took to hash and sign this execution's evidence. */
+      evidenceMs?: number;
+    }
   /** Body: the checkpoint evidence. */
   | { t: 'checkpoint'; seq: number }
   /** The stage had ended before this request arrived: nothing ran, nothing was signed. */
