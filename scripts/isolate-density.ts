@@ -1,7 +1,8 @@
 // Resident memory of anchors: N warm anchors of the sample function (functions/order-signer) under
 // the isolate executor (one host process) and, for comparison, under the process executor. Each anchor
 // is launched, started and invoked once (the stage answers from here, so only the anchor is measured).
-// Usage: npx tsx scripts/isolate-density.ts [N...]   (default: 10 100; the process executor only for N <= 10)
+// Usage: npx tsx scripts/isolate-density.ts [--per-host=K] [N...]
+//   default: 10 100, all of N in one host unless --per-host; the process executor only for N <= 10
 import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, chmodSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -91,12 +92,14 @@ const counts = process.argv
   .slice(2)
   .map(Number)
   .filter((n) => n > 0);
+const perHostArg = process.argv.find((a) => a.startsWith('--per-host='));
+const perHost = perHostArg ? Number(perHostArg.slice('--per-host='.length)) : 0;
 const rootDir = mkdtempSync(join(tmpdir(), 'ebcc-density-'));
 chmodSync(rootDir, 0o755);
 cpSync('functions/order-signer', rootDir, { recursive: true });
 try {
   for (const n of counts.length ? counts : [10, 100]) {
-    const runs = [await measure(new IsolateAnchorExecutor({ anchorsPerHost: n }), n, rootDir)];
+    const runs = [await measure(new IsolateAnchorExecutor({ anchorsPerHost: perHost || n }), n, rootDir)];
     if (n <= 10) runs.push(await measure(new ProcessAnchorExecutor(), n, rootDir));
     for (const r of runs)
       console.log(

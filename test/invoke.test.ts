@@ -55,6 +55,7 @@ describe.each(['process', 'isolate'] as const)('with the %s anchor executor', (a
         'allocate',
         'dispatch',
         'execute',
+        'evidence',
       ]);
       const cid = second.response.headers.get('x-ebcc-cid');
       const state = await api(gw.url, token, 'GET', `/v1/instances/${cid}`);
