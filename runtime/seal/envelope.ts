@@ -19,7 +19,7 @@
  *
  * This module is bundled into the sim shim, so it imports only node:crypto and small local helpers.
  */
-import { createHash, createHmac } from 'node:crypto';
+import { createHash, createHmac, hash as cryptoHash } from 'node:crypto';
 import { canonicalJson } from '../util/canonical-json.ts';
 import {
   generateX25519,
@@ -75,12 +75,27 @@ export interface SealedReply {
 
 const b64 = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64url');
 const B64URL = /^[A-Za-z0-9_-]*$/;
-const sha256 = (bytes: Uint8Array) => createHash('sha256').update(bytes).digest();
+// One-shot hashing (node:crypto `hash`, Node ≥ 20.12) makes no Hash object; older Nodes take the long way.
+const sha256: (bytes: Uint8Array) => Buffer =
+  typeof cryptoHash === 'function'
+    ? (bytes) => cryptoHash('sha256', bytes, 'buffer')
+    : (bytes) => createHash('sha256').update(bytes).digest();
 
 /** The `kid` of an enclave encryption key. */
 export function encryptionKeyId(rawPublicKey: Uint8Array): string {
   return sha256(rawPublicKey).subarray(0, 16).toString('hex');
 }
+
+/** An enclave's own kid, computed once per key pair (every sealed request is checked against it). */
+const ownKids = new WeakMap<X25519KeyPair, string>();
+function ownKid(key: X25519KeyPair): string {
+  let kid = ownKids.get(key);
+  if (kid === undefined) ownKids.set(key, (kid = encryptionKeyId(key.publicKey)));
+  return kid;
+}
+
+/** The byte fields of a parsed request, decoded once by the parser that checked them. */
+const decodedFields = new WeakMap<SealedRequest, { enc: Buffer; ct: Buffer; responseKey: Buffer }>();
 
 /** HMAC-SHA256 of plaintext bytes under the exchange's digest key: what evidence binds for plaintexts. */
 export function plaintextDigest(digestKey: Uint8Array, bytes: Uint8Array): Buffer {
@@ -144,12 +159,14 @@ export function parseSealedRequest(bytes: Uint8Array): SealedRequest | undefined
     );
   if (typeof value.kid !== 'string' || !/^[0-9a-f]{32}$/.test(value.kid))
     throw new SealError('invalid', 'kid must be 16 bytes of lower-case hex');
-  fromB64('responseKey', value.responseKey, 32);
-  fromB64('enc', value.enc, 32);
-  fromB64('ct', value.ct);
+  const responseKey = fromB64('responseKey', value.responseKey, 32);
+  const enc = fromB64('enc', value.enc, 32);
+  const ct = fromB64('ct', value.ct);
   if (value.public !== undefined && !isObject(value.public))
     throw new SealError('invalid', 'public must be an object of the fields the anchor may read');
-  return value as unknown as SealedRequest;
+  const request = value as unknown as SealedRequest;
+  decodedFields.set(request, { enc, ct, responseKey });
+  return request;
 }
 
 export function parseSealedReply(bytes: Uint8Array, format: ReplyFormat): SealedReply {
@@ -225,17 +242,23 @@ export interface OpenedRequest {
 
 /** Enclave side: opens a sealed request with the enclave's key pair; checks the public fields match. */
 export function openRequest(bytes: Uint8Array, env: SealedRequest, key: X25519KeyPair): OpenedRequest {
-  const kid = encryptionKeyId(key.publicKey);
+  const kid = ownKid(key);
   if (env.kid !== kid)
     throw new SealError(
       'key-unknown',
       `the request is sealed to key ${env.kid}; this enclave holds key ${kid}`,
     );
+  // An envelope that did not come from parseSealedRequest is checked and decoded here.
+  const fields = decodedFields.get(env) ?? {
+    enc: fromB64('enc', env.enc, 32),
+    ct: fromB64('ct', env.ct),
+    responseKey: fromB64('responseKey', env.responseKey, 32),
+  };
   let plaintext: Buffer;
   let digestKey: Buffer;
   try {
-    const context = setupRecipient(fromB64('enc', env.enc, 32), key, { info: REQUEST_INFO });
-    plaintext = context.open(fromB64('ct', env.ct), requestAad(env));
+    const context = setupRecipient(fields.enc, key, { info: REQUEST_INFO });
+    plaintext = context.open(fields.ct, requestAad(env));
     digestKey = context.export(DIGEST_KEY_CONTEXT, 32);
   } catch (error) {
     if (error instanceof HpkeError)
@@ -245,7 +268,7 @@ export function openRequest(bytes: Uint8Array, env: SealedRequest, key: X25519Ke
   if (env.public) checkPublicFields(env.public, plaintext);
   return {
     plaintext,
-    responseKey: fromB64('responseKey', env.responseKey, 32),
+    responseKey: fields.responseKey,
     digestKey,
     requestDigest: sha256(bytes),
     kid,

@@ -15,6 +15,7 @@ import {
   createHmac,
   createPrivateKey,
   createPublicKey,
+  createSecretKey,
   diffieHellman,
   generateKeyPairSync,
   type KeyObject,
@@ -111,6 +112,7 @@ export interface X25519KeyPair {
 }
 
 export function generateX25519(): X25519KeyPair {
+  // Exported through JWK, not SPKI DER: OpenSSL's DER encoder is the slower path in Node 20.
   const { privateKey, publicKey } = generateKeyPairSync('x25519');
   return { privateKey, publicKey: rawX25519Public(publicKey) };
 }
@@ -142,21 +144,38 @@ function extractAndExpand(dhValue: Buffer, kemContext: Buffer): Buffer {
 }
 
 interface Schedule {
-  key: Buffer;
+  key: KeyObject;
   baseNonce: Buffer;
   exporterSecret: Buffer;
 }
 
+// In base mode psk_id is empty, so its hash is a constant; an application uses a handful of `info`
+// strings, so the key-schedule context of each is computed once (both are public values).
+const PSK_ID_HASH = labeledExtract(HPKE_SUITE, EMPTY, 'psk_id_hash', EMPTY);
+const scheduleContexts = new Map<string, Buffer>();
+const MAX_CACHED_CONTEXTS = 64;
+
+function scheduleContext(info: Uint8Array): Buffer {
+  const id = Buffer.from(info.buffer, info.byteOffset, info.byteLength).toString('latin1');
+  let context = scheduleContexts.get(id);
+  if (!context) {
+    context = Buffer.concat([
+      Buffer.from([0]),
+      PSK_ID_HASH,
+      labeledExtract(HPKE_SUITE, EMPTY, 'info_hash', info),
+    ]);
+    if (scheduleContexts.size < MAX_CACHED_CONTEXTS) scheduleContexts.set(id, context);
+  }
+  return context;
+}
+
 /** RFC 9180 section 5.1, base mode: psk and psk_id are empty. */
 function keySchedule(sharedSecret: Buffer, info: Uint8Array): Schedule {
-  const context = Buffer.concat([
-    Buffer.from([0]),
-    labeledExtract(HPKE_SUITE, EMPTY, 'psk_id_hash', EMPTY),
-    labeledExtract(HPKE_SUITE, EMPTY, 'info_hash', info),
-  ]);
+  const context = scheduleContext(info);
   const secret = labeledExtract(HPKE_SUITE, sharedSecret, 'secret', EMPTY);
   return {
-    key: labeledExpand(HPKE_SUITE, secret, 'key', context, N_K),
+    // A KeyObject once per context: a raw key would be imported again by every cipher made from it.
+    key: createSecretKey(labeledExpand(HPKE_SUITE, secret, 'key', context, N_K)),
     baseNonce: labeledExpand(HPKE_SUITE, secret, 'base_nonce', context, N_N),
     exporterSecret: labeledExpand(HPKE_SUITE, secret, 'exp', context, N_H),
   };
