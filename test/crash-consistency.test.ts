@@ -95,6 +95,17 @@ function expectStillUp(): void {
   }
 }
 
+/** A sandbox process may end between the scan and the kill (a oneshot stage finishing): then no fault. */
+function killIfAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 'SIGKILL');
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw error;
+  }
+}
+
 async function inject(fault: keyof typeof killed): Promise<boolean> {
   expectStillUp();
   switch (fault) {
@@ -110,15 +121,13 @@ async function inject(fault: keyof typeof killed): Promise<boolean> {
       const victim = random(
         processesOfUids(UID_BASE, 1000).filter((p) => p.cmd.includes('/ebcc/harness.mjs')),
       );
-      if (!victim) return false;
-      process.kill(victim.pid, 'SIGKILL');
+      if (!victim || !killIfAlive(victim.pid)) return false;
       break;
     }
     case 'stage': {
       // The shim or the stage program: either way the enclave's work is cut short.
       const victim = random(processesOfUids(UID_BASE, 1000).filter((p) => p.cmd.includes('/stage/')));
-      if (!victim) return false;
-      process.kill(victim.pid, 'SIGKILL');
+      if (!victim || !killIfAlive(victim.pid)) return false;
       break;
     }
     case 'redis':
