@@ -133,11 +133,13 @@ export async function runThroughputBench(options: {
         });
       }
     }
-    // Durable artifacts: every answered invocation has its stage execution committed, with evidence.
+    // Durable artifacts: every answered invocation has its stage execution committed, with evidence. A
+    // request the client gave up on (a timeout under overload) may still have run and signed, or have
+    // been cut short unsigned, so only answered ones are counted against signed executions.
     const stats = await env.stats();
     for (const mode of STAGE_MODES) {
       const executions = stats.executions.find((e) => e.fn === names[mode]);
-      if (!executions || executions.n < ok[mode] || executions.signed !== executions.n)
+      if (!executions || executions.signed < ok[mode])
         throw new Error(
           `throughput ${mode}: ${ok[mode]} answered invocations but ${executions?.n ?? 0} stage executions (${executions?.signed ?? 0} signed) in the database`,
         );
