@@ -59,7 +59,15 @@ beforeAll(async () => {
   });
 }, 180_000);
 afterAll(async () => {
-  for (const s of servers) s.child.kill('SIGKILL');
+  // The gateway runs under its own supervisor: killing only the launcher would orphan it.
+  for (const s of servers) {
+    try {
+      process.kill(s.gatewayPid, 'SIGKILL');
+    } catch {
+      // already gone (the SIGTERM test stops one)
+    }
+    s.child.kill('SIGKILL');
+  }
   database?.close();
   redis.disconnect();
   await cleanupAll();
